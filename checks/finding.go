@@ -1,0 +1,83 @@
+package checks
+
+import (
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Check names one of the checks run against a target. Values are bounded and
+// safe to use as metric labels.
+type Check string
+
+// The checks, in the order they run for a target.
+const (
+	CheckReference  Check = "reference"
+	CheckDeployment Check = "deployment"
+	CheckEndpoints  Check = "endpoints"
+	CheckDatabase   Check = "database"
+)
+
+// Reason is a short, bounded, CamelCase code for a finding. It is safe to use
+// as a metric label and an audit annotation value.
+type Reason string
+
+// Severity says whether a finding blocks the cutover.
+type Severity int
+
+const (
+	// Deny blocks the update.
+	Deny Severity = iota
+	// Warn is returned to the client as an admission warning; the update is allowed.
+	Warn
+)
+
+// Target is a Service backend that receives traffic after a route update and
+// did not before.
+type Target struct {
+	// Route is the route being updated; its namespace is where ReferenceGrants
+	// must allow a cross-namespace reference from.
+	Route types.NamespacedName
+	// RouteKind is HTTPRoute or GRPCRoute.
+	RouteKind string
+	// Service is the backend Service.
+	Service types.NamespacedName
+	// Port is the backendRef port; nil when the ref names none.
+	Port *int32
+}
+
+// String renders the target as "service ns/name:port".
+func (t Target) String() string {
+	if t.Port == nil {
+		return fmt.Sprintf("service %s", t.Service)
+	}
+	return fmt.Sprintf("service %s:%d", t.Service, *t.Port)
+}
+
+// Finding is one thing a check found wrong (or worth a warning) about a target.
+// Message says what is wrong and names the object, lower-case; Fix says what
+// to do about it. Neither may contain a secret.
+type Finding struct {
+	Check    Check
+	Severity Severity
+	// Service is the target Service the finding is about.
+	Service types.NamespacedName
+	// Object names the object at fault, e.g. "deployment app-green".
+	Object string
+	Reason Reason
+	// Message says what is wrong, e.g. "deployment app-green is not ready (0/2 ready, 2 pending)".
+	Message string
+	// Fix says what to do, e.g. "wait for: kubectl rollout status deployment/app-green -n production".
+	Fix string
+}
+
+// String renders the finding as one line:
+//
+//	service production/app-green: deployment app-green is not ready (0/2 ready); wait for: kubectl rollout status ...
+func (f Finding) String() string {
+	s := fmt.Sprintf("service %s: %s", f.Service, f.Message)
+	if f.Fix != "" {
+		s += "; " + f.Fix
+	}
+	return s
+}
