@@ -1,0 +1,184 @@
+package checks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// ReasonTimeout marks a check that was still running when the deadline came.
+const ReasonTimeout Reason = "Timeout"
+
+// Guard runs every check against a set of targets.
+type Guard struct {
+	// Reader reads live state; it must not be an informer cache.
+	Reader client.Reader
+	// Prober probes databases; nil skips the database check with a warning.
+	Prober *Prober
+	// DatabaseEnv names the environment variables that hold a connection string.
+	DatabaseEnv []string
+}
+
+// Run records how long one check took for one target.
+type Run struct {
+	Target   Target
+	Check    Check
+	Duration time.Duration
+	// Denied is true when the check produced at least one Deny finding.
+	Denied bool
+	// TimedOut is true when the check was still running at the deadline.
+	TimedOut bool
+}
+
+// Result is what Evaluate found: every finding, and one Run per check that ran.
+type Result struct {
+	Findings []Finding
+	Runs     []Run
+}
+
+// Denied reports whether any finding blocks the update.
+func (r Result) Denied() bool {
+	for _, f := range r.Findings {
+		if f.Severity == Deny {
+			return true
+		}
+	}
+	return false
+}
+
+// Evaluate runs every check for every target concurrently and returns before
+// ctx's deadline: a check still running then becomes a Timeout denial that
+// names it. An error means the checks could not be carried out (the API
+// server could not be read), not that a target is unfit.
+func (g *Guard) Evaluate(ctx context.Context, targets []Target) (Result, error) {
+	results := make([]Result, len(targets))
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Go(func() { results[i], errs[i] = g.evaluate(ctx, t) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return Result{}, err
+	}
+	var out Result
+	for _, r := range results {
+		out.Findings = append(out.Findings, r.Findings...)
+		out.Runs = append(out.Runs, r.Runs...)
+	}
+	return out, nil
+}
+
+type checkFunc func(ctx context.Context) ([]Finding, error)
+
+type outcome struct {
+	findings []Finding
+	err      error
+	took     time.Duration
+}
+
+// evaluate runs the checks for one target: Reference first (the others need
+// the Service), then the rest concurrently.
+func (g *Guard) evaluate(ctx context.Context, t Target) (Result, error) {
+	var res Result
+	var svc *corev1.Service
+	err := g.run(ctx, t, &res, CheckReference, func(ctx context.Context) ([]Finding, error) {
+		s, findings, err := Reference(ctx, g.Reader, t)
+		svc = s
+		return findings, err
+	})
+	if err != nil || svc == nil {
+		return res, err
+	}
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		res.Findings = append(res.Findings, Finding{Check: CheckReference, Severity: Warn, Service: t.Service, Object: "service " + svc.Name,
+			Reason: ReasonExternalNameNotChecked, Message: fmt.Sprintf("service %s is of type ExternalName; readiness not checked", svc.Name)})
+		return res, nil
+	}
+	port, _ := ServicePort(svc, t.Port)
+
+	var deployments []appsv1.Deployment
+	err = g.run(ctx, t, &res, CheckDeployment, func(ctx context.Context) ([]Finding, error) {
+		d, err := SelectDeployments(ctx, g.Reader, svc)
+		deployments = d
+		return DeploymentReady(svc, d), err
+	})
+	if err != nil {
+		return res, err
+	}
+
+	checks := map[Check]checkFunc{
+		CheckEndpoints: func(ctx context.Context) ([]Finding, error) {
+			return EndpointsReady(ctx, g.Reader, svc, port)
+		},
+	}
+	if g.Prober != nil {
+		checks[CheckDatabase] = func(ctx context.Context) ([]Finding, error) {
+			return DatabaseReachable(ctx, g.Reader, g.Prober, t.Service, deployments, g.DatabaseEnv), nil
+		}
+	}
+	var mu sync.Mutex
+	errs := make([]error, 0, len(checks))
+	var wg sync.WaitGroup
+	for _, c := range []Check{CheckEndpoints, CheckDatabase} {
+		fn, ok := checks[c]
+		if !ok {
+			continue
+		}
+		wg.Go(func() {
+			var local Result
+			err := g.run(ctx, t, &local, c, fn)
+			mu.Lock()
+			defer mu.Unlock()
+			res.Runs = append(res.Runs, local.Runs...)
+			res.Findings = append(res.Findings, local.Findings...)
+			errs = append(errs, err)
+		})
+	}
+	wg.Wait()
+	return res, errors.Join(errs...)
+}
+
+// run runs one check, waiting no longer than ctx allows, and appends its
+// findings and timing to res. A check that is still running when ctx ends, or
+// that fails because ctx ended, becomes a Timeout denial.
+func (g *Guard) run(ctx context.Context, t Target, res *Result, c Check, fn checkFunc) error {
+	start := time.Now()
+	done := make(chan outcome, 1)
+	go func() {
+		f, err := fn(ctx)
+		done <- outcome{findings: f, err: err, took: time.Since(start)}
+	}()
+	var o outcome
+	select {
+	case o = <-done:
+	case <-ctx.Done():
+		o = outcome{err: ctx.Err(), took: time.Since(start)}
+	}
+	run := Run{Target: t, Check: c, Duration: o.took}
+	if o.err != nil && ctx.Err() != nil {
+		run.TimedOut, run.Denied = true, true
+		res.Runs = append(res.Runs, run)
+		res.Findings = append(res.Findings, Finding{Check: c, Severity: Deny, Service: t.Service, Reason: ReasonTimeout,
+			Message: fmt.Sprintf("the %s check did not finish before the admission deadline (%s)", c, o.took.Round(time.Millisecond)),
+			Fix:     "retry; if it keeps timing out, raise the webhook timeoutSeconds or lower --db-timeout"})
+		return nil
+	}
+	if o.err != nil {
+		return o.err
+	}
+	for _, f := range o.findings {
+		if f.Severity == Deny {
+			run.Denied = true
+		}
+	}
+	res.Runs = append(res.Runs, run)
+	res.Findings = append(res.Findings, o.findings...)
+	return nil
+}

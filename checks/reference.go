@@ -1,0 +1,104 @@
+package checks
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// Reasons found by Reference.
+const (
+	ReasonServiceNotFound        Reason = "ServiceNotFound"
+	ReasonPortNotFound           Reason = "PortNotFound"
+	ReasonReferenceNotPermitted  Reason = "ReferenceNotPermitted"
+	ReasonExternalNameNotChecked Reason = "ExternalNameNotChecked"
+)
+
+// Reference checks that the target Service exists, that the backendRef port
+// is one of its ports, and that a cross-namespace reference is allowed by a
+// ReferenceGrant in the Service's namespace. It returns the Service when the
+// reference is usable, so later checks can build on it; nil otherwise.
+// An error means the API server could not be read, not that the reference is bad.
+func Reference(ctx context.Context, r client.Reader, t Target) (*corev1.Service, []Finding, error) {
+	deny := func(reason Reason, object, msg, fix string) []Finding {
+		return []Finding{{Check: CheckReference, Severity: Deny, Service: t.Service, Object: object, Reason: reason, Message: msg, Fix: fix}}
+	}
+
+	if t.Service.Namespace != t.Route.Namespace {
+		ok, err := referenceGranted(ctx, r, t)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !ok {
+			return nil, deny(ReasonReferenceNotPermitted, "referencegrant",
+				fmt.Sprintf("no referencegrant in namespace %s allows %s from namespace %s to reference service %s",
+					t.Service.Namespace, t.RouteKind, t.Route.Namespace, t.Service.Name),
+				fmt.Sprintf("create a ReferenceGrant in namespace %s with from {group: gateway.networking.k8s.io, kind: %s, namespace: %s} and to {kind: Service, name: %s}",
+					t.Service.Namespace, t.RouteKind, t.Route.Namespace, t.Service.Name)), nil
+		}
+	}
+
+	var svc corev1.Service
+	if err := r.Get(ctx, t.Service, &svc); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, deny(ReasonServiceNotFound, "service "+t.Service.Name,
+				fmt.Sprintf("service %s does not exist in namespace %s", t.Service.Name, t.Service.Namespace),
+				fmt.Sprintf("create it before switching, or correct the backendRef name (kubectl get services -n %s)", t.Service.Namespace)), nil
+		}
+		return nil, nil, fmt.Errorf("reading service %s: %w", t.Service, err)
+	}
+
+	ports := make([]string, 0, len(svc.Spec.Ports))
+	for _, p := range svc.Spec.Ports {
+		ports = append(ports, strconv.Itoa(int(p.Port)))
+	}
+	if t.Port == nil {
+		if len(svc.Spec.Ports) != 1 {
+			return nil, deny(ReasonPortNotFound, "service "+t.Service.Name,
+				fmt.Sprintf("backendRef names no port and service %s has %d ports", t.Service.Name, len(svc.Spec.Ports)),
+				"set the backendRef port to one of: "+strings.Join(ports, ", ")), nil
+		}
+	} else if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Port == *t.Port }) {
+		return nil, deny(ReasonPortNotFound, "service "+t.Service.Name,
+			fmt.Sprintf("service %s has no port %d (ports: %s)", t.Service.Name, *t.Port, strings.Join(ports, ", ")),
+			"set the backendRef port to one of: "+strings.Join(ports, ", ")), nil
+	}
+	return &svc, nil, nil
+}
+
+// ServicePort returns the Service port the target's backendRef maps to.
+// Reference has already checked that it exists.
+func ServicePort(svc *corev1.Service, port *int32) (corev1.ServicePort, bool) {
+	for _, p := range svc.Spec.Ports {
+		if port == nil || p.Port == *port {
+			return p, true
+		}
+	}
+	return corev1.ServicePort{}, false
+}
+
+func referenceGranted(ctx context.Context, r client.Reader, t Target) (bool, error) {
+	var grants gwv1.ReferenceGrantList
+	if err := r.List(ctx, &grants, client.InNamespace(t.Service.Namespace)); err != nil {
+		return false, fmt.Errorf("listing referencegrants in namespace %s: %w", t.Service.Namespace, err)
+	}
+	for _, g := range grants.Items {
+		from := slices.ContainsFunc(g.Spec.From, func(f gwv1.ReferenceGrantFrom) bool {
+			return string(f.Group) == gwv1.GroupName && string(f.Kind) == t.RouteKind && string(f.Namespace) == t.Route.Namespace
+		})
+		to := slices.ContainsFunc(g.Spec.To, func(to gwv1.ReferenceGrantTo) bool {
+			return to.Group == "" && to.Kind == "Service" && (to.Name == nil || string(*to.Name) == t.Service.Name)
+		})
+		if from && to {
+			return true, nil
+		}
+	}
+	return false, nil
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/cutover-guard/cutover-guard/checks"
+)
+
+// Config is everything the guard is configured with.
+type Config struct {
+	Kubeconfig     string
+	CertDir        string
+	Port           int
+	MetricsAddr    string
+	HealthAddr     string
+	PrivateCIDRs   []netip.Prefix
+	DBTimeout      time.Duration
+	DBCacheTTL     time.Duration
+	RequestTimeout time.Duration
+	CheckCreate    bool
+	DatabaseURLEnv []string
+	EnableHTTP2    bool
+	SkipDatabase   bool
+	Zap            zap.Options
+}
+
+func parseFlags(name string, args []string) (Config, error) {
+	cfg := Config{Zap: zap.Options{Development: false}}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "path to a kubeconfig; empty uses $KUBECONFIG or the in-cluster config")
+	fs.StringVar(&cfg.CertDir, "cert-dir", "/tmp/k8s-webhook-server/serving-certs", "directory holding tls.crt and tls.key for the webhook server (reloaded when they change)")
+	fs.IntVar(&cfg.Port, "port", 9443, "webhook server port")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-bind-address", ":8080", "address of the /metrics endpoint; 0 disables it")
+	fs.StringVar(&cfg.HealthAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
+	cidrs := fs.String("private-cidrs", joinPrefixes(checks.DefaultPrivateCIDRs), "comma-separated CIDRs a database host must resolve into to count as private")
+	fs.DurationVar(&cfg.DBTimeout, "db-timeout", 2*time.Second, "bound on each database probe (connect, TLS, auth, SELECT 1)")
+	fs.DurationVar(&cfg.DBCacheTTL, "db-cache-ttl", 10*time.Second, "how long a database probe result is reused for the same connection string; 0 disables the cache")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 8*time.Second, "decision deadline when the API server sends no timeout parameter")
+	fs.BoolVar(&cfg.CheckCreate, "check-create", false, "also check routes when they are created (off: a GitOps sync creating workload and route together must not deadlock)")
+	env := fs.String("database-url-env", "DATABASE_URL", "comma-separated env var names that hold the database connection string in the target's pod template")
+	fs.BoolVar(&cfg.EnableHTTP2, "enable-http2", false, "serve the webhook over HTTP/2 as well as HTTP/1.1")
+	fs.BoolVar(&cfg.SkipDatabase, "skip-database-check", false, "do not probe databases (each checked target then gets a warning)")
+	cfg.Zap.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+
+	var err error
+	if cfg.PrivateCIDRs, err = parsePrefixes(*cidrs); err != nil {
+		return Config{}, fmt.Errorf("--private-cidrs: %w", err)
+	}
+	for _, n := range strings.Split(*env, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			cfg.DatabaseURLEnv = append(cfg.DatabaseURLEnv, n)
+		}
+	}
+	var errs []error
+	if len(cfg.DatabaseURLEnv) == 0 {
+		errs = append(errs, errors.New("--database-url-env: name at least one environment variable"))
+	}
+	if cfg.DBTimeout <= 0 {
+		errs = append(errs, errors.New("--db-timeout must be positive"))
+	}
+	if cfg.RequestTimeout <= 0 {
+		errs = append(errs, errors.New("--request-timeout must be positive"))
+	}
+	if cfg.DBCacheTTL < 0 {
+		errs = append(errs, errors.New("--db-cache-ttl must not be negative"))
+	}
+	if cfg.Port <= 0 || cfg.Port > 65535 {
+		errs = append(errs, fmt.Errorf("--port %d is not a TCP port", cfg.Port))
+	}
+	return cfg, errors.Join(errs...)
+}
+
+func parsePrefixes(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(part)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR such as 10.0.0.0/8", part)
+		}
+		out = append(out, p.Masked())
+	}
+	if len(out) == 0 {
+		return nil, errors.New("name at least one CIDR")
+	}
+	return out, nil
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}

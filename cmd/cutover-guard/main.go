@@ -1,0 +1,25 @@
+// Command cutover-guard is a validating admission webhook that denies
+// HTTPRoute and GRPCRoute updates that would switch traffic to a Service that
+// cannot serve it.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+)
+
+func main() {
+	cfg, err := parseFlags(os.Args[0], os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&cfg.Zap)))
+	if err := run(ctrl.SetupSignalHandler(), cfg); err != nil {
+		ctrl.Log.Error(err, "cutover-guard stopped")
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/cutover-guard/cutover-guard/checks"
+	"github.com/cutover-guard/cutover-guard/webhook"
+)
+
+// run serves the webhook until ctx is cancelled.
+func run(ctx context.Context, cfg Config) error {
+	log := ctrl.Log.WithName("setup")
+	restCfg, err := restConfig(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+
+	tlsOpts := []func(*tls.Config){func(c *tls.Config) { c.MinVersion = tls.VersionTLS12 }}
+	if !cfg.EnableHTTP2 {
+		// HTTP/2 stays off unless asked for (CVE-2023-44487, CVE-2023-39325).
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+	server := crwebhook.NewServer(crwebhook.Options{Port: cfg.Port, CertDir: cfg.CertDir, TLSOpts: tlsOpts})
+
+	scheme := webhook.Scheme()
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+		Scheme:                 scheme,
+		WebhookServer:          server,
+		Metrics:                metricsserver.Options{BindAddress: cfg.MetricsAddr},
+		HealthProbeBindAddress: cfg.HealthAddr,
+	})
+	if err != nil {
+		return fmt.Errorf("creating manager: %w", err)
+	}
+
+	metrics := webhook.DefaultMetrics()
+	guard := &checks.Guard{Reader: mgr.GetAPIReader(), DatabaseEnv: cfg.DatabaseURLEnv}
+	if !cfg.SkipDatabase {
+		guard.Prober = checks.NewProber(checks.ProberOptions{
+			PrivateCIDRs: cfg.PrivateCIDRs,
+			Timeout:      cfg.DBTimeout,
+			CacheTTL:     cfg.DBCacheTTL,
+			Observe:      metrics.ObserveProbe,
+		})
+	}
+	for path, h := range webhook.Handlers(scheme, webhook.Options{
+		Guard:          guard,
+		Recorder:       mgr.GetEventRecorder("cutover-guard"),
+		Metrics:        metrics,
+		CheckCreate:    cfg.CheckCreate,
+		RequestTimeout: cfg.RequestTimeout,
+	}) {
+		server.Register(path, h)
+	}
+
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("webhook", server.StartedChecker()); err != nil {
+		return err
+	}
+	log.Info("starting", "port", cfg.Port, "certDir", cfg.CertDir, "privateCIDRs", joinPrefixes(cfg.PrivateCIDRs),
+		"dbTimeout", cfg.DBTimeout.String(), "checkCreate", cfg.CheckCreate, "databaseURLEnv", cfg.DatabaseURLEnv)
+	return mgr.Start(ctx)
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		cfg, err := ctrl.GetConfig()
+		if err != nil {
+			return nil, fmt.Errorf("no cluster to talk to: pass --kubeconfig, set $KUBECONFIG, or run in a cluster: %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
+	}
+	return cfg, nil
+}

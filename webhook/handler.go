@@ -1,0 +1,142 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// Paths the guard serves.
+const (
+	PathHTTPRoute = "/validate-httproute"
+	PathGRPCRoute = "/validate-grpcroute"
+)
+
+// Options configure the admission handlers.
+type Options struct {
+	Guard       Evaluator
+	Recorder    events.EventRecorder
+	Metrics     *Metrics
+	CheckCreate bool
+	// RequestTimeout bounds a decision when the API server sends no timeout.
+	RequestTimeout time.Duration
+}
+
+// Scheme holds the types the guard decodes and reads.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(gwv1.Install(s))
+	return s
+}
+
+// Handlers returns the HTTP handlers to serve, keyed by path.
+func Handlers(scheme *runtime.Scheme, o Options) map[string]http.Handler {
+	httpRoutes := admission.WithValidator(scheme, &Validator[*gwv1.HTTPRoute]{
+		Kind: KindHTTPRoute, Reduce: HTTPRouteOf, Guard: o.Guard, CheckCreate: o.CheckCreate, Recorder: o.Recorder, Metrics: o.Metrics,
+	})
+	grpcRoutes := admission.WithValidator(scheme, &Validator[*gwv1.GRPCRoute]{
+		Kind: KindGRPCRoute, Reduce: GRPCRouteOf, Guard: o.Guard, CheckCreate: o.CheckCreate, Recorder: o.Recorder, Metrics: o.Metrics,
+	})
+	return map[string]http.Handler{
+		PathHTTPRoute: withDeadline(wrap(KindHTTPRoute, httpRoutes.Handler), o.RequestTimeout),
+		PathGRPCRoute: withDeadline(wrap(KindGRPCRoute, grpcRoutes.Handler), o.RequestTimeout),
+	}
+}
+
+// wrap puts the route handler behind kind and subresource checks and collects
+// the audit annotations the validator sets, in a webhook that recovers panics.
+func wrap(kind string, inner admission.Handler) *admission.Webhook {
+	return (&admission.Webhook{Handler: routeHandler{kind: kind, inner: inner}}).WithRecoverPanic(true)
+}
+
+type routeHandler struct {
+	kind  string
+	inner admission.Handler
+}
+
+func (h routeHandler) Handle(ctx context.Context, req admission.Request) admission.Response {
+	if req.Kind.Group != gwv1.GroupName || req.Kind.Kind != h.kind {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf(
+			"internal error: this endpoint validates %s.%s, got kind %q in group %q: check the rules of the webhook configuration",
+			h.kind, gwv1.GroupName, req.Kind.Kind, req.Kind.Group))
+	}
+	if req.SubResource != "" {
+		return admission.Allowed("subresource " + req.SubResource + " is not checked")
+	}
+	a := &audit{}
+	resp := h.inner.Handle(withAudit(ctx, a), req)
+	resp.AuditAnnotations = a.annotations()
+	return resp
+}
+
+// withDeadline gives each request a deadline before the API server's own:
+// the timeout query parameter it sends, less a margin, or fallback.
+func withDeadline(next http.Handler, fallback time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), Budget(r.URL.Query().Get("timeout"), fallback))
+		defer cancel()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// Budget is the time a decision may take, given the API server's timeout
+// query parameter (e.g. "10s"): the timeout less a margin of a tenth (at
+// least 250ms, at most 1s), or fallback when the parameter is missing or
+// malformed.
+func Budget(timeout string, fallback time.Duration) time.Duration {
+	t, err := time.ParseDuration(timeout)
+	if err != nil || t <= 0 {
+		return fallback
+	}
+	margin := min(max(t/10, 250*time.Millisecond), time.Second)
+	if t-margin < t/2 {
+		return t / 2
+	}
+	return t - margin
+}
+
+// audit collects the auditAnnotations of one request.
+type audit struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+type auditKey struct{}
+
+func withAudit(ctx context.Context, a *audit) context.Context {
+	return context.WithValue(ctx, auditKey{}, a)
+}
+
+// auditFromContext returns the request's audit record; a nil record ignores sets.
+func auditFromContext(ctx context.Context) *audit {
+	a, _ := ctx.Value(auditKey{}).(*audit)
+	return a
+}
+
+func (a *audit) set(k, v string) {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m == nil {
+		a.m = map[string]string{}
+	}
+	a.m[k] = v
+}
+
+func (a *audit) annotations() map[string]string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.m
+}

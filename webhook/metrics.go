@@ -1,0 +1,109 @@
+package webhook
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/cutover-guard/cutover-guard/checks"
+)
+
+// Metrics are the guard's Prometheus metrics. Every label value is bounded:
+// kinds, results, checks and reasons come from fixed sets, never from names
+// users choose.
+type Metrics struct {
+	decisions     *prometheus.CounterVec
+	decisionTime  *prometheus.HistogramVec
+	checkDuration *prometheus.HistogramVec
+	findings      *prometheus.CounterVec
+	dbProbes      *prometheus.CounterVec
+	dbProbeTime   *prometheus.HistogramVec
+}
+
+// Decision results, used as the "result" label.
+const (
+	ResultAllowed = "allowed"
+	ResultWarned  = "allowed_with_warnings"
+	ResultDenied  = "denied"
+	ResultError   = "error"
+)
+
+// NewMetrics creates the metrics and registers them with reg (use
+// controller-runtime's metrics.Registry to serve them on /metrics).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	buckets := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+	m := &Metrics{
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cutover_guard_decisions_total",
+			Help: "Admission decisions on route writes, by route kind, result and path (fast: no backend newly receives traffic; checked: targets were checked).",
+		}, []string{"kind", "result", "path"}),
+		decisionTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "cutover_guard_decision_duration_seconds",
+			Help:    "Time to decide on a route write, by route kind and path.",
+			Buckets: buckets,
+		}, []string{"kind", "path"}),
+		checkDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "cutover_guard_check_duration_seconds",
+			Help:    "Time one check took for one target, by check and result (pass, deny, timeout).",
+			Buckets: buckets,
+		}, []string{"check", "result"}),
+		findings: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cutover_guard_findings_total",
+			Help: "Findings on targets, by check, reason and severity (deny or warn).",
+		}, []string{"check", "reason", "severity"}),
+		dbProbes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cutover_guard_database_probes_total",
+			Help: "Database probes, by outcome and whether the result came from the cache.",
+		}, []string{"result", "cached"}),
+		dbProbeTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "cutover_guard_database_probe_duration_seconds",
+			Help:    "Time a database probe took (cached answers included), by outcome.",
+			Buckets: buckets,
+		}, []string{"result"}),
+	}
+	reg.MustRegister(m.decisions, m.decisionTime, m.checkDuration, m.findings, m.dbProbes, m.dbProbeTime)
+	return m
+}
+
+// DefaultMetrics registers the metrics on controller-runtime's registry.
+func DefaultMetrics() *Metrics { return NewMetrics(metrics.Registry) }
+
+// ObserveProbe records one database probe; it fits checks.Prober's observer hook.
+func (m *Metrics) ObserveProbe(result checks.Reason, cached bool, d time.Duration) {
+	if m == nil {
+		return
+	}
+	c := "false"
+	if cached {
+		c = "true"
+	}
+	m.dbProbes.WithLabelValues(string(result), c).Inc()
+	m.dbProbeTime.WithLabelValues(string(result)).Observe(d.Seconds())
+}
+
+// record records one decision in one place.
+func (m *Metrics) record(kind, result, path string, took time.Duration, res checks.Result) {
+	if m == nil {
+		return
+	}
+	m.decisions.WithLabelValues(kind, result, path).Inc()
+	m.decisionTime.WithLabelValues(kind, path).Observe(took.Seconds())
+	for _, r := range res.Runs {
+		outcome := "pass"
+		switch {
+		case r.TimedOut:
+			outcome = "timeout"
+		case r.Denied:
+			outcome = "deny"
+		}
+		m.checkDuration.WithLabelValues(string(r.Check), outcome).Observe(r.Duration.Seconds())
+	}
+	for _, f := range res.Findings {
+		sev := "deny"
+		if f.Severity == checks.Warn {
+			sev = "warn"
+		}
+		m.findings.WithLabelValues(string(f.Check), string(f.Reason), sev).Inc()
+	}
+}

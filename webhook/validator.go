@@ -1,0 +1,153 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/cutover-guard/cutover-guard/checks"
+)
+
+// ReasonCutoverDenied is the reason of the Warning Event recorded on a route
+// whose update was denied.
+const ReasonCutoverDenied = "CutoverDenied"
+
+// maxWarning is the longest admission warning we send; kubectl prints each on
+// one line.
+const maxWarning = 120
+
+// maxEventNote is the longest note an events.k8s.io/v1 Event may carry.
+const maxEventNote = 1024
+
+// Evaluator decides on targets; *checks.Guard is the implementation.
+type Evaluator interface {
+	Evaluate(ctx context.Context, targets []checks.Target) (checks.Result, error)
+}
+
+// Validator validates writes of one route kind. T is *gwv1.HTTPRoute or
+// *gwv1.GRPCRoute; Reduce turns it into a Route.
+type Validator[T client.Object] struct {
+	Kind   string
+	Reduce func(T) *Route
+	Guard  Evaluator
+	// CheckCreate checks routes on create too (off by default, so a GitOps
+	// sync that creates the workload and the route together cannot deadlock).
+	CheckCreate bool
+	Recorder    events.EventRecorder
+	Metrics     *Metrics
+}
+
+// ValidateCreate checks a new route only when CheckCreate is set.
+func (v *Validator[T]) ValidateCreate(ctx context.Context, obj T) (admission.Warnings, error) {
+	if !v.CheckCreate {
+		return nil, nil
+	}
+	return v.decide(ctx, nil, obj)
+}
+
+// ValidateUpdate denies an update that moves traffic to a backend that cannot serve.
+func (v *Validator[T]) ValidateUpdate(ctx context.Context, oldObj, newObj T) (admission.Warnings, error) {
+	return v.decide(ctx, v.Reduce(oldObj), newObj)
+}
+
+// ValidateDelete allows every delete.
+func (v *Validator[T]) ValidateDelete(context.Context, T) (admission.Warnings, error) {
+	return nil, nil
+}
+
+func (v *Validator[T]) decide(ctx context.Context, old *Route, obj T) (admission.Warnings, error) {
+	start := time.Now()
+	log := logf.FromContext(ctx)
+	audit := auditFromContext(ctx)
+
+	targets, warnings := Targets(old, v.Reduce(obj))
+	if len(targets) == 0 {
+		v.Metrics.record(v.Kind, ResultAllowed, "fast", time.Since(start), checks.Result{})
+		log.V(1).Info("no backend newly receives traffic; allowed")
+		return warnings, nil
+	}
+
+	names := make([]string, len(targets))
+	for i, t := range targets {
+		names[i] = t.String()
+	}
+	audit.set("targets", strings.Join(names, ","))
+	log = log.WithValues("targets", names)
+
+	res, err := v.Guard.Evaluate(ctx, targets)
+	if err != nil {
+		v.Metrics.record(v.Kind, ResultError, "checked", time.Since(start), checks.Result{})
+		audit.set("decision", ResultError)
+		log.Error(err, "could not check targets")
+		return warnings, internalError(err)
+	}
+
+	var denials []string
+	var reasons []string
+	for _, f := range res.Findings {
+		reasons = append(reasons, string(f.Check)+"/"+string(f.Reason))
+		if f.Severity == checks.Deny {
+			denials = append(denials, f.String())
+			continue
+		}
+		warnings = append(warnings, truncate(f.String(), maxWarning))
+	}
+	if len(reasons) > 0 {
+		audit.set("findings", strings.Join(reasons, ","))
+	}
+
+	result := ResultAllowed
+	switch {
+	case len(denials) > 0:
+		result = ResultDenied
+	case len(warnings) > 0:
+		result = ResultWarned
+	}
+	took := time.Since(start)
+	v.Metrics.record(v.Kind, result, "checked", took, res)
+	audit.set("decision", result)
+	log.Info("cutover "+strings.TrimPrefix(result, "allowed_"), "findings", reasons, "took", took.Round(time.Microsecond).String())
+
+	if len(denials) == 0 {
+		return warnings, nil
+	}
+	msg := strings.Join(denials, "\n")
+	if !isDryRun(ctx) && v.Recorder != nil {
+		v.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonCutoverDenied, "Cutover", "%s", truncate(msg, maxEventNote))
+	}
+	return warnings, errors.New(msg)
+}
+
+func isDryRun(ctx context.Context) bool {
+	req, err := admission.RequestFromContext(ctx)
+	return err == nil && req.DryRun != nil && *req.DryRun
+}
+
+// internalError is a failure to decide, not a verdict: a 500 whose message
+// begins "internal error:".
+func internalError(err error) error {
+	return &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status:  metav1.StatusFailure,
+		Code:    http.StatusInternalServerError,
+		Reason:  metav1.StatusReasonInternalError,
+		Message: fmt.Sprintf("internal error: %v", err),
+	}}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}
