@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,8 +13,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// ReasonTimeout marks a check that was still running when the deadline came.
-const ReasonTimeout Reason = "Timeout"
+// Reasons found by Guard itself.
+const (
+	// ReasonTimeout marks a check that was still running when the deadline came.
+	ReasonTimeout Reason = "Timeout"
+	// ReasonDatabaseNotChecked marks a target whose database was not probed
+	// because the guard runs without a Prober.
+	ReasonDatabaseNotChecked Reason = "DatabaseNotChecked"
+)
 
 // Guard runs every check against a set of targets.
 type Guard struct {
@@ -122,6 +129,9 @@ func (g *Guard) evaluate(ctx context.Context, t Target) (Result, error) {
 		checks[CheckDatabase] = func(ctx context.Context) ([]Finding, error) {
 			return DatabaseReachable(ctx, g.Reader, g.Prober, t.Service, deployments, g.DatabaseEnv), nil
 		}
+	} else {
+		res.Findings = append(res.Findings, Finding{Check: CheckDatabase, Severity: Warn, Service: t.Service, Reason: ReasonDatabaseNotChecked,
+			Message: "database not checked (the guard runs with --skip-database-check)"})
 	}
 	var mu sync.Mutex
 	errs := make([]error, 0, len(checks))
@@ -142,7 +152,12 @@ func (g *Guard) evaluate(ctx context.Context, t Target) (Result, error) {
 		})
 	}
 	wg.Wait()
+	slices.SortStableFunc(res.Findings, func(a, b Finding) int { return checkOrder(a.Check) - checkOrder(b.Check) })
 	return res, errors.Join(errs...)
+}
+
+func checkOrder(c Check) int {
+	return slices.Index([]Check{CheckReference, CheckDeployment, CheckEndpoints, CheckDatabase}, c)
 }
 
 // run runs one check, waiting no longer than ctx allows, and appends its

@@ -1,0 +1,453 @@
+package checks
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+func testScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(gwv1.Install(s))
+	return s
+}
+
+func fakeReader(objs ...client.Object) client.Reader {
+	return fake.NewClientBuilder().WithScheme(testScheme()).WithObjects(objs...).Build()
+}
+
+var green = types.NamespacedName{Namespace: "production", Name: "app-green"}
+
+func greenTarget() Target {
+	return Target{Route: types.NamespacedName{Namespace: "production", Name: "myapp"}, RouteKind: "HTTPRoute", Service: green, Port: ptr.To[int32](80)}
+}
+
+func service(name string, selector map[string]string, ports ...int32) *corev1.Service {
+	s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: name}, Spec: corev1.ServiceSpec{Selector: selector}}
+	for _, p := range ports {
+		s.Spec.Ports = append(s.Spec.Ports, corev1.ServicePort{Port: p})
+	}
+	return s
+}
+
+func greenService() *corev1.Service {
+	return service("app-green", map[string]string{"app": "myapp", "version": "green"}, 80)
+}
+
+// readyDeployment is the tutorial's app-green, fully rolled out.
+func readyDeployment(name string, replicas int32) *appsv1.Deployment {
+	labels := map[string]string{"app": "myapp", "version": strings.TrimPrefix(name, "app-")}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: name, Generation: 2},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "app", Image: "myapp:v1",
+					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready"}}},
+				}}},
+			},
+		},
+		Status: appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: replicas, UpdatedReplicas: replicas, ReadyReplicas: replicas, AvailableReplicas: replicas},
+	}
+}
+
+func slice(service string, ready ...*bool) *discoveryv1.EndpointSlice {
+	s := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "production", Name: service + "-abcde", Labels: map[string]string{discoveryv1.LabelServiceName: service}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To(""), Port: ptr.To[int32](8080)}},
+	}
+	for i, r := range ready {
+		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{Addresses: []string{"10.0.0." + string(rune('1'+i))}, Conditions: discoveryv1.EndpointConditions{Ready: r}})
+	}
+	return s
+}
+
+func reasons(fs []Finding) []Reason {
+	var out []Reason
+	for _, f := range fs {
+		out = append(out, f.Reason)
+	}
+	return out
+}
+
+func TestReference(t *testing.T) {
+	crossTarget := greenTarget()
+	crossTarget.Route.Namespace = "gateways"
+	grant := func(name *gwv1.ObjectName) *gwv1.ReferenceGrant {
+		return &gwv1.ReferenceGrant{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "allow-gateways"},
+			Spec: gwv1.ReferenceGrantSpec{
+				From: []gwv1.ReferenceGrantFrom{{Group: gwv1.GroupName, Kind: "HTTPRoute", Namespace: "gateways"}},
+				To:   []gwv1.ReferenceGrantTo{{Group: "", Kind: "Service", Name: name}},
+			},
+		}
+	}
+	noPort := greenTarget()
+	noPort.Port = nil
+
+	tests := map[string]struct {
+		target      Target
+		objs        []client.Object
+		wantReasons []Reason
+		wantMessage string
+	}{
+		"an existing service with the port passes": {
+			target: greenTarget(), objs: []client.Object{greenService()},
+		},
+		"a missing service is denied": {
+			target: greenTarget(), wantReasons: []Reason{ReasonServiceNotFound},
+			wantMessage: "service production/app-green: service app-green does not exist in namespace production; create it before switching, or correct the backendRef name (kubectl get services -n production)",
+		},
+		"a port the service does not have is denied and lists its ports": {
+			target: greenTarget(), objs: []client.Object{service("app-green", nil, 8080, 9090)},
+			wantReasons: []Reason{ReasonPortNotFound},
+			wantMessage: "service production/app-green: service app-green has no port 80 (ports: 8080, 9090); set the backendRef port to one of: 8080, 9090",
+		},
+		"no port on a single-port service passes": {
+			target: noPort, objs: []client.Object{greenService()},
+		},
+		"no port on a multi-port service is denied": {
+			target: noPort, objs: []client.Object{service("app-green", nil, 80, 443)}, wantReasons: []Reason{ReasonPortNotFound},
+		},
+		"a cross-namespace ref without a grant is denied": {
+			target: crossTarget, objs: []client.Object{greenService()}, wantReasons: []Reason{ReasonReferenceNotPermitted},
+			wantMessage: "service production/app-green: no referencegrant in namespace production allows HTTPRoute from namespace gateways to reference service app-green; create a ReferenceGrant in namespace production with from {group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: gateways} and to {kind: Service, name: app-green}",
+		},
+		"a cross-namespace ref with a grant for all services passes": {
+			target: crossTarget, objs: []client.Object{greenService(), grant(nil)},
+		},
+		"a cross-namespace ref with a grant naming this service passes": {
+			target: crossTarget, objs: []client.Object{greenService(), grant(ptr.To(gwv1.ObjectName("app-green")))},
+		},
+		"a grant naming another service does not count": {
+			target: crossTarget, objs: []client.Object{greenService(), grant(ptr.To(gwv1.ObjectName("app-blue")))},
+			wantReasons: []Reason{ReasonReferenceNotPermitted},
+		},
+		"a grant for GRPCRoute does not allow an HTTPRoute": {
+			target: crossTarget,
+			objs: []client.Object{greenService(), func() *gwv1.ReferenceGrant {
+				g := grant(nil)
+				g.Spec.From[0].Kind = "GRPCRoute"
+				return g
+			}()},
+			wantReasons: []Reason{ReasonReferenceNotPermitted},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			svc, findings, err := Reference(t.Context(), fakeReader(tc.objs...), tc.target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.wantReasons, reasons(findings)); diff != "" {
+				t.Errorf("reasons (-want +got):\n%s", diff)
+			}
+			if (svc == nil) != (len(tc.wantReasons) > 0) {
+				t.Errorf("service returned = %v, want it only when there is no finding", svc != nil)
+			}
+			if tc.wantMessage != "" && (len(findings) == 0 || findings[0].String() != tc.wantMessage) {
+				t.Errorf("message:\n got %v\nwant %q", findings, tc.wantMessage)
+			}
+		})
+	}
+}
+
+func TestReferenceReadErrorIsAnError(t *testing.T) {
+	c := fake.NewClientBuilder().WithScheme(testScheme()).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(context.Context, client.WithWatch, client.ObjectKey, client.Object, ...client.GetOption) error {
+			return errors.New("connection refused")
+		},
+	}).Build()
+	_, findings, err := Reference(t.Context(), c, greenTarget())
+	if err == nil || !strings.Contains(err.Error(), "reading service production/app-green") {
+		t.Errorf("err = %v, want a read error naming the service", err)
+	}
+	if findings != nil {
+		t.Errorf("findings = %v, want none alongside an error", findings)
+	}
+}
+
+func TestDeploymentReady(t *testing.T) {
+	mod := func(f func(d *appsv1.Deployment)) *appsv1.Deployment {
+		d := readyDeployment("app-green", 2)
+		f(d)
+		return d
+	}
+	tests := map[string]struct {
+		deployments []*appsv1.Deployment
+		svc         *corev1.Service
+		want        []Reason
+		wantMessage string
+	}{
+		"a fully rolled out deployment passes": {
+			deployments: []*appsv1.Deployment{readyDeployment("app-green", 2)},
+		},
+		"0/2 ready is denied with the rollout status fix": {
+			deployments: []*appsv1.Deployment{mod(func(d *appsv1.Deployment) {
+				d.Status.ReadyReplicas, d.Status.AvailableReplicas = 0, 0
+			})},
+			want:        []Reason{ReasonNotReady},
+			wantMessage: "service production/app-green: deployment app-green is not ready (0/2 ready, 2 pending); wait for: kubectl rollout status deployment/app-green -n production",
+		},
+		"scaled to zero has its own message telling to scale up first": {
+			deployments: []*appsv1.Deployment{mod(func(d *appsv1.Deployment) {
+				d.Spec.Replicas = ptr.To[int32](0)
+				d.Status = appsv1.DeploymentStatus{ObservedGeneration: 2}
+			})},
+			want:        []Reason{ReasonScaledToZero},
+			wantMessage: "service production/app-green: deployment app-green is scaled to zero; scale it up before switching: kubectl scale deployment/app-green -n production --replicas=<n> && kubectl rollout status deployment/app-green -n production",
+		},
+		"a generation the controller has not observed is denied": {
+			deployments: []*appsv1.Deployment{mod(func(d *appsv1.Deployment) { d.Generation = 3 })},
+			want:        []Reason{ReasonRolloutNotObserved},
+		},
+		"old pods left from a rollout are denied": {
+			deployments: []*appsv1.Deployment{mod(func(d *appsv1.Deployment) { d.Status.Replicas = 3 })},
+			want:        []Reason{ReasonNotReady},
+			wantMessage: "service production/app-green: deployment app-green is not ready (2/2 ready, 1 old pods still running); wait for: kubectl rollout status deployment/app-green -n production",
+		},
+		"replicas not yet updated are denied": {
+			deployments: []*appsv1.Deployment{mod(func(d *appsv1.Deployment) { d.Status.UpdatedReplicas = 1 })},
+			want:        []Reason{ReasonNotReady},
+		},
+		"ready but not yet available is denied": {
+			deployments: []*appsv1.Deployment{mod(func(d *appsv1.Deployment) { d.Status.AvailableReplicas = 1 })},
+			want:        []Reason{ReasonNotReady},
+		},
+		"a paused rollout is denied": {
+			deployments: []*appsv1.Deployment{mod(func(d *appsv1.Deployment) { d.Spec.Paused = true })},
+			want:        []Reason{ReasonPaused},
+		},
+		"an exceeded progress deadline is denied": {
+			deployments: []*appsv1.Deployment{mod(func(d *appsv1.Deployment) {
+				d.Status.Conditions = []appsv1.DeploymentCondition{{Type: appsv1.DeploymentProgressing, Status: corev1.ConditionFalse, Reason: "ProgressDeadlineExceeded"}}
+			})},
+			want: []Reason{ReasonProgressDeadlineExceeded},
+		},
+		"no readiness probe is a warning": {
+			deployments: []*appsv1.Deployment{mod(func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].ReadinessProbe = nil })},
+			want:        []Reason{ReasonNoReadinessProbe},
+		},
+		"nil replicas means one": {
+			deployments: []*appsv1.Deployment{mod(func(d *appsv1.Deployment) {
+				d.Spec.Replicas = nil
+				d.Status.Replicas, d.Status.UpdatedReplicas, d.Status.ReadyReplicas, d.Status.AvailableReplicas = 1, 1, 1, 1
+			})},
+		},
+		"a deployment with other labels is not selected": {
+			deployments: []*appsv1.Deployment{readyDeployment("app-blue", 2)},
+			want:        []Reason{ReasonNoDeployment},
+		},
+		"a service without a selector selects no deployment and is left to the endpoints check": {
+			svc:         service("app-green", nil, 80),
+			deployments: []*appsv1.Deployment{readyDeployment("app-green", 2)},
+		},
+		"every selected deployment must be ready": {
+			svc: service("app-green", map[string]string{"app": "myapp"}, 80),
+			deployments: []*appsv1.Deployment{readyDeployment("app-blue", 2), mod(func(d *appsv1.Deployment) {
+				d.Status.ReadyReplicas = 1
+			})},
+			want: []Reason{ReasonNotReady},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			svc := tc.svc
+			if svc == nil {
+				svc = greenService()
+			}
+			var objs []client.Object
+			for _, d := range tc.deployments {
+				objs = append(objs, d)
+			}
+			selected, err := SelectDeployments(t.Context(), fakeReader(objs...), svc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			findings := DeploymentReady(svc, selected)
+			if diff := cmp.Diff(tc.want, reasons(findings)); diff != "" {
+				t.Errorf("reasons (-want +got):\n%s", diff)
+			}
+			if tc.wantMessage != "" && (len(findings) == 0 || findings[0].String() != tc.wantMessage) {
+				t.Errorf("message:\n got %v\nwant %q", findings, tc.wantMessage)
+			}
+		})
+	}
+}
+
+func TestEndpointsReady(t *testing.T) {
+	named := func(s *discoveryv1.EndpointSlice, port string) *discoveryv1.EndpointSlice {
+		s.Ports[0].Name = ptr.To(port)
+		return s
+	}
+	terminating := slice("app-green", ptr.To(true))
+	terminating.Endpoints[0].Conditions.Terminating = ptr.To(true)
+
+	tests := map[string]struct {
+		svc         *corev1.Service
+		objs        []client.Object
+		want        []Reason
+		wantMessage string
+	}{
+		"one ready endpoint passes": {
+			objs: []client.Object{slice("app-green", ptr.To(false), ptr.To(true))},
+		},
+		"an unknown ready condition counts as ready": {
+			objs: []client.Object{slice("app-green", nil)},
+		},
+		"no endpointslice means the selector matches no pods": {
+			want:        []Reason{ReasonNoEndpointSlices},
+			wantMessage: "service production/app-green: service app-green has no endpoints on port 80: its selector matches no running pods; check its pods: kubectl get pods -n production -l app=myapp,version=green",
+		},
+		"only unready endpoints are denied with a count": {
+			objs:        []client.Object{slice("app-green", ptr.To(false), ptr.To(false))},
+			want:        []Reason{ReasonNoReadyEndpoints},
+			wantMessage: "service production/app-green: service app-green has no ready endpoints on port 80 (0 of 2 ready); check its pods: kubectl get pods -n production -l app=myapp,version=green",
+		},
+		"a terminating endpoint is not ready": {
+			objs: []client.Object{terminating},
+			want: []Reason{ReasonNoReadyEndpoints},
+		},
+		"endpoints of another service do not count": {
+			objs: []client.Object{slice("app-blue", ptr.To(true))},
+			want: []Reason{ReasonNoEndpointSlices},
+		},
+		"endpoints on another named port do not count": {
+			svc: func() *corev1.Service {
+				s := greenService()
+				s.Spec.Ports[0].Name = "http"
+				return s
+			}(),
+			objs: []client.Object{named(slice("app-green", ptr.To(true)), "metrics")},
+			want: []Reason{ReasonNoEndpointSlices},
+		},
+		"endpoints on the matching named port pass": {
+			svc: func() *corev1.Service {
+				s := greenService()
+				s.Spec.Ports[0].Name = "http"
+				return s
+			}(),
+			objs: []client.Object{named(slice("app-green", ptr.To(true)), "http")},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			svc := tc.svc
+			if svc == nil {
+				svc = greenService()
+			}
+			findings, err := EndpointsReady(t.Context(), fakeReader(tc.objs...), svc, svc.Spec.Ports[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, reasons(findings)); diff != "" {
+				t.Errorf("reasons (-want +got):\n%s", diff)
+			}
+			if tc.wantMessage != "" && (len(findings) == 0 || findings[0].String() != tc.wantMessage) {
+				t.Errorf("message:\n got %v\nwant %q", findings, tc.wantMessage)
+			}
+		})
+	}
+}
+
+func TestGuardEvaluate(t *testing.T) {
+	unready := readyDeployment("app-green", 2)
+	unready.Status.ReadyReplicas, unready.Status.AvailableReplicas = 0, 0
+
+	tests := map[string]struct {
+		objs       []client.Object
+		want       []Reason
+		wantDenied bool
+	}{
+		"a ready green with ready endpoints is allowed": {
+			objs: []client.Object{greenService(), readyDeployment("app-green", 2), slice("app-green", ptr.To(true))},
+			want: []Reason{ReasonDatabaseNotChecked},
+		},
+		"an unready green is denied by the deployment and the endpoints check": {
+			objs:       []client.Object{greenService(), unready, slice("app-green", ptr.To(false), ptr.To(false))},
+			want:       []Reason{ReasonNotReady, ReasonNoReadyEndpoints, ReasonDatabaseNotChecked},
+			wantDenied: true,
+		},
+		"a missing service stops after the reference check": {
+			want:       []Reason{ReasonServiceNotFound},
+			wantDenied: true,
+		},
+		"an ExternalName service is allowed with a warning": {
+			objs: []client.Object{&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "app-green"},
+				Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "green.example.invalid", Ports: []corev1.ServicePort{{Port: 80}}}}},
+			want: []Reason{ReasonExternalNameNotChecked},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			g := &Guard{Reader: fakeReader(tc.objs...)}
+			res, err := g.Evaluate(t.Context(), []Target{greenTarget()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, reasons(res.Findings)); diff != "" {
+				t.Errorf("reasons (-want +got):\n%s", diff)
+			}
+			if res.Denied() != tc.wantDenied {
+				t.Errorf("denied = %v, want %v", res.Denied(), tc.wantDenied)
+			}
+		})
+	}
+}
+
+// A check still running at the deadline becomes a denial that names it.
+func TestGuardEvaluateTimeoutNamesTheCheck(t *testing.T) {
+	c := fake.NewClientBuilder().WithScheme(testScheme()).WithObjects(greenService(), readyDeployment("app-green", 2)).
+		WithInterceptorFuncs(interceptor.Funcs{
+			List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+				if _, ok := list.(*discoveryv1.EndpointSliceList); ok {
+					<-ctx.Done() // an API server that never answers
+					return ctx.Err()
+				}
+				return cl.List(ctx, list, opts...)
+			},
+		}).Build()
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	res, err := (&Guard{Reader: c}).Evaluate(ctx, []Target{greenTarget()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var timedOut []Check
+	for _, f := range res.Findings {
+		if f.Reason == ReasonTimeout {
+			timedOut = append(timedOut, f.Check)
+			if !strings.Contains(f.String(), "the endpoints check did not finish before the admission deadline") {
+				t.Errorf("timeout message %q does not name the check", f.String())
+			}
+		}
+	}
+	if diff := cmp.Diff([]Check{CheckEndpoints}, timedOut); diff != "" {
+		t.Errorf("timed out checks (-want +got):\n%s", diff)
+	}
+	if !res.Denied() {
+		t.Error("a timed out check must deny")
+	}
+}

@@ -1,0 +1,280 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	admissionv1 "k8s.io/api/admission/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	"github.com/cutover-guard/cutover-guard/checks"
+)
+
+// tutorialObjects is the tutorial's production namespace: app-blue rolled out
+// with a ready endpoint, app-green created but 0/2 ready.
+func tutorialObjects() []client.Object {
+	var objs []client.Object
+	for _, color := range []string{"blue", "green"} {
+		name := "app-" + color
+		labels := map[string]string{"app": "myapp", "version": color}
+		ready := int32(2)
+		if color == "green" {
+			ready = 0
+		}
+		objs = append(objs,
+			&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: name},
+				Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80}}}},
+			&appsv1.Deployment{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: name, Generation: 1},
+				Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](2), Selector: &metav1.LabelSelector{MatchLabels: labels},
+					Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{Containers: []corev1.Container{{
+						Name: "app", Image: "myapp:v1", ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{}}},
+					}}}}},
+				Status: appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: 2, UpdatedReplicas: 2, ReadyReplicas: ready, AvailableReplicas: ready},
+			},
+			&discoveryv1.EndpointSlice{
+				ObjectMeta:  metav1.ObjectMeta{Namespace: "production", Name: name + "-x1", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+				AddressType: discoveryv1.AddressTypeIPv4,
+				Ports:       []discoveryv1.EndpointPort{{Name: ptr.To(""), Port: ptr.To[int32](8080)}},
+				Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.1"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready > 0)}}},
+			},
+		)
+	}
+	return objs
+}
+
+type harness struct {
+	server   *httptest.Server
+	recorder *events.FakeRecorder
+	metrics  *Metrics
+	reads    *atomic.Int64
+}
+
+func newHarness(t *testing.T, objs ...client.Object) *harness {
+	t.Helper()
+	h := &harness{recorder: events.NewFakeRecorder(16), metrics: NewMetrics(prometheus.NewRegistry()), reads: &atomic.Int64{}}
+	count := func() { h.reads.Add(1) }
+	reader := fake.NewClientBuilder().WithScheme(Scheme()).WithObjects(objs...).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			count()
+			return c.Get(ctx, key, obj, opts...)
+		},
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			count()
+			return c.List(ctx, list, opts...)
+		},
+	}).Build()
+	mux := http.NewServeMux()
+	for path, handler := range Handlers(Scheme(), Options{
+		Guard: &checks.Guard{Reader: reader}, Recorder: h.recorder, Metrics: h.metrics, RequestTimeout: 5 * time.Second,
+	}) {
+		mux.Handle(path, handler)
+	}
+	h.server = httptest.NewServer(mux)
+	t.Cleanup(h.server.Close)
+	return h
+}
+
+// post sends a testdata AdmissionReview to path and decodes the response.
+func (h *harness) post(t *testing.T, path, file string) *admissionv1.AdmissionResponse {
+	t.Helper()
+	body, err := os.ReadFile(filepath.Join("testdata", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(h.server.URL+path+"?timeout=10s", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("HTTP status %d", resp.StatusCode)
+	}
+	var review admissionv1.AdmissionReview
+	if err := json.NewDecoder(resp.Body).Decode(&review); err != nil {
+		t.Fatal(err)
+	}
+	if review.Response == nil {
+		t.Fatal("no response in the AdmissionReview")
+	}
+	return review.Response
+}
+
+func (h *harness) events() []string {
+	var out []string
+	for {
+		select {
+		case e := <-h.recorder.Events:
+			out = append(out, e)
+		default:
+			return out
+		}
+	}
+}
+
+const deniedGreen = "service production/app-green: deployment app-green is not ready (0/2 ready, 2 pending); wait for: kubectl rollout status deployment/app-green -n production\n" +
+	"service production/app-green: service app-green has no ready endpoints on port 80 (0 of 1 ready); check its pods: kubectl get pods -n production -l app=myapp,version=green"
+
+func TestHandler(t *testing.T) {
+	tests := map[string]struct {
+		path, file    string
+		wantAllowed   bool
+		wantCode      int32
+		wantMessage   string // exact, unless wantContains
+		wantContains  string
+		wantEvents    []string
+		wantAudit     map[string]string
+		wantNoReads   bool
+		wantDecisions map[string]float64 // result/path -> count
+	}{
+		"the tutorial's cutover to an unready green is denied with one line per finding and an Event": {
+			path: PathHTTPRoute, file: "cutover-to-green.json",
+			wantCode: http.StatusForbidden, wantMessage: deniedGreen,
+			wantEvents: []string{"Warning CutoverDenied " + deniedGreen},
+			wantAudit: map[string]string{"decision": "denied", "targets": "service production/app-green:80",
+				"findings": "deployment/NotReady,endpoints/NoReadyEndpoints,database/DatabaseNotChecked"},
+			wantDecisions: map[string]float64{"denied/checked": 1},
+		},
+		"a dry-run cutover is denied the same way but records no Event": {
+			path: PathHTTPRoute, file: "cutover-to-green-dry-run.json",
+			wantCode: http.StatusForbidden, wantMessage: deniedGreen,
+			wantAudit: map[string]string{"decision": "denied", "targets": "service production/app-green:80",
+				"findings": "deployment/NotReady,endpoints/NoReadyEndpoints,database/DatabaseNotChecked"},
+		},
+		"the rollback to a ready blue is allowed": {
+			path: PathHTTPRoute, file: "rollback-to-blue.json",
+			wantAllowed: true, wantCode: http.StatusOK,
+			wantAudit:     map[string]string{"decision": "allowed_with_warnings", "targets": "service production/app-blue:80", "findings": "database/DatabaseNotChecked"},
+			wantDecisions: map[string]float64{"allowed_with_warnings/checked": 1},
+		},
+		"a label-only update is allowed without reading anything": {
+			path: PathHTTPRoute, file: "labels-only.json",
+			wantAllowed: true, wantCode: http.StatusOK, wantNoReads: true,
+			wantDecisions: map[string]float64{"allowed/fast": 1},
+		},
+		"the status subresource is never checked": {
+			path: PathHTTPRoute, file: "status-subresource.json",
+			wantAllowed: true, wantCode: http.StatusOK, wantNoReads: true,
+		},
+		"a malformed AdmissionReview is a 400": {
+			path: PathHTTPRoute, file: "malformed.json",
+			wantCode: http.StatusBadRequest, wantContains: "json parse error", wantNoReads: true,
+		},
+		"a route that does not decode is a 400": {
+			path: PathHTTPRoute, file: "undecodable-route.json",
+			wantCode: http.StatusBadRequest, wantContains: "cannot unmarshal", wantNoReads: true,
+		},
+		"a Pod sent to the HTTPRoute endpoint is an error naming the kind": {
+			path: PathHTTPRoute, file: "unknown-kind.json",
+			wantCode: http.StatusBadRequest, wantNoReads: true,
+			wantMessage: `internal error: this endpoint validates HTTPRoute.gateway.networking.k8s.io, got kind "Pod" in group "": check the rules of the webhook configuration`,
+		},
+		"an HTTPRoute sent to the GRPCRoute endpoint is an error": {
+			path: PathGRPCRoute, file: "cutover-to-green.json",
+			wantCode: http.StatusBadRequest, wantNoReads: true, wantContains: "this endpoint validates GRPCRoute",
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, tutorialObjects()...)
+			resp := h.post(t, tc.path, tc.file)
+			if resp.Allowed != tc.wantAllowed {
+				t.Errorf("allowed = %v, want %v (result %+v)", resp.Allowed, tc.wantAllowed, resp.Result)
+			}
+			var code int32
+			var msg string
+			if resp.Result != nil {
+				code, msg = resp.Result.Code, resp.Result.Message
+			}
+			if code != tc.wantCode {
+				t.Errorf("code = %d, want %d", code, tc.wantCode)
+			}
+			if tc.wantMessage != "" && msg != tc.wantMessage {
+				t.Errorf("message:\n got %q\nwant %q", msg, tc.wantMessage)
+			}
+			if tc.wantContains != "" && !strings.Contains(msg, tc.wantContains) {
+				t.Errorf("message %q does not contain %q", msg, tc.wantContains)
+			}
+			if diff := cmp.Diff(tc.wantEvents, h.events()); diff != "" {
+				t.Errorf("events (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.wantAudit, resp.AuditAnnotations); diff != "" {
+				t.Errorf("audit annotations (-want +got):\n%s", diff)
+			}
+			if tc.wantNoReads && h.reads.Load() != 0 {
+				t.Errorf("%d reads from the API server, want none", h.reads.Load())
+			}
+			for key, want := range tc.wantDecisions {
+				result, path, _ := strings.Cut(key, "/")
+				if got := testutil.ToFloat64(h.metrics.decisions.WithLabelValues(KindHTTPRoute, result, path)); got != want {
+					t.Errorf("cutover_guard_decisions_total{result=%q,path=%q} = %v, want %v", result, path, got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestHandlerWarningsAreShort(t *testing.T) {
+	objs := tutorialObjects()
+	for _, o := range objs {
+		if d, ok := o.(*appsv1.Deployment); ok && d.Name == "app-blue" {
+			d.Spec.Template.Spec.Containers[0].ReadinessProbe = nil
+			d.Name = "app-blue-with-a-long-name-that-makes-the-warning-line-run-on-and-on-past-the-limit"
+		}
+	}
+	h := newHarness(t, objs...)
+	resp := h.post(t, PathHTTPRoute, "rollback-to-blue.json")
+	if !resp.Allowed {
+		t.Fatalf("denied: %v", resp.Result)
+	}
+	if len(resp.Warnings) == 0 {
+		t.Fatal("want warnings for a missing readinessProbe and the skipped database check")
+	}
+	for _, w := range resp.Warnings {
+		if len(w) > maxWarning {
+			t.Errorf("warning of %d characters, want at most %d: %q", len(w), maxWarning, w)
+		}
+	}
+}
+
+func TestBudget(t *testing.T) {
+	tests := map[string]struct {
+		param string
+		want  time.Duration
+	}{
+		"the API server's default 10s leaves a 1s margin": {"10s", 9 * time.Second},
+		"5s leaves a 500ms margin":                        {"5s", 4500 * time.Millisecond},
+		"1s leaves at least 250ms":                        {"1s", 750 * time.Millisecond},
+		"a tiny timeout keeps half":                       {"300ms", 150 * time.Millisecond},
+		"a missing parameter uses the fallback":           {"", 8 * time.Second},
+		"a malformed parameter uses the fallback":         {"soon", 8 * time.Second},
+		"a negative parameter uses the fallback":          {"-3s", 8 * time.Second},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := Budget(tc.param, 8*time.Second); got != tc.want {
+				t.Errorf("Budget(%q) = %v, want %v", tc.param, got, tc.want)
+			}
+		})
+	}
+}
