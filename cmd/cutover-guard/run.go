@@ -45,10 +45,14 @@ func run(ctx context.Context, cfg Config) error {
 	metrics := webhook.DefaultMetrics()
 	guard := &checks.Guard{Reader: mgr.GetAPIReader(), DatabaseEnv: cfg.DatabaseURLEnv}
 	if !cfg.SkipDatabase {
+		ttl := cfg.DBCacheTTL
+		if ttl == 0 {
+			ttl = -1 // the flag's 0 means no cache
+		}
 		guard.Prober = checks.NewProber(checks.ProberOptions{
 			PrivateCIDRs: cfg.PrivateCIDRs,
 			Timeout:      cfg.DBTimeout,
-			CacheTTL:     cfg.DBCacheTTL,
+			CacheTTL:     ttl,
 			Observe:      metrics.ObserveProbe,
 		})
 	}
