@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
+
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -29,6 +31,9 @@ type Options struct {
 	CheckCreate bool
 	// RequestTimeout bounds a decision when the API server sends no timeout.
 	RequestTimeout time.Duration
+	// Logger, if set, replaces controller-runtime's global logger for
+	// decisions (the request's object, namespace, user and UID are added).
+	Logger *logr.Logger
 }
 
 // Scheme holds the types the guard decodes and reads.
@@ -48,15 +53,21 @@ func Handlers(scheme *runtime.Scheme, o Options) map[string]http.Handler {
 		Kind: KindGRPCRoute, Reduce: GRPCRouteOf, Guard: o.Guard, CheckCreate: o.CheckCreate, Recorder: o.Recorder, Metrics: o.Metrics,
 	})
 	return map[string]http.Handler{
-		PathHTTPRoute: withDeadline(wrap(KindHTTPRoute, httpRoutes.Handler), o.RequestTimeout),
-		PathGRPCRoute: withDeadline(wrap(KindGRPCRoute, grpcRoutes.Handler), o.RequestTimeout),
+		PathHTTPRoute: withDeadline(wrap(KindHTTPRoute, httpRoutes.Handler, o.Logger), o.RequestTimeout),
+		PathGRPCRoute: withDeadline(wrap(KindGRPCRoute, grpcRoutes.Handler, o.Logger), o.RequestTimeout),
 	}
 }
 
 // wrap puts the route handler behind kind and subresource checks and collects
 // the audit annotations the validator sets, in a webhook that recovers panics.
-func wrap(kind string, inner admission.Handler) *admission.Webhook {
-	return (&admission.Webhook{Handler: routeHandler{kind: kind, inner: inner}}).WithRecoverPanic(true)
+func wrap(kind string, inner admission.Handler, logger *logr.Logger) *admission.Webhook {
+	wh := &admission.Webhook{Handler: routeHandler{kind: kind, inner: inner}}
+	if logger != nil {
+		wh.LogConstructor = func(_ logr.Logger, req *admission.Request) logr.Logger {
+			return admission.DefaultLogConstructor(*logger, req)
+		}
+	}
+	return wh.WithRecoverPanic(true)
 }
 
 type routeHandler struct {

@@ -32,13 +32,17 @@ import (
 
 // tutorialObjects is the tutorial's production namespace: app-blue rolled out
 // with a ready endpoint, app-green created but 0/2 ready.
-func tutorialObjects() []client.Object {
+func tutorialObjects() []client.Object { return tutorialNamespace(false) }
+
+// tutorialNamespace is the tutorial's production namespace with app-blue
+// rolled out and app-green rolled out or 0/2 ready.
+func tutorialNamespace(greenReady bool) []client.Object {
 	var objs []client.Object
 	for _, color := range []string{"blue", "green"} {
 		name := "app-" + color
 		labels := map[string]string{"app": "myapp", "version": color}
 		ready := int32(2)
-		if color == "green" {
+		if color == "green" && !greenReady {
 			ready = 0
 		}
 		objs = append(objs,
