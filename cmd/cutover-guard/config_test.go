@@ -1,0 +1,71 @@
+package main
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseFlags(t *testing.T) {
+	tests := map[string]struct {
+		args    []string
+		check   func(t *testing.T, c Config)
+		wantErr string
+	}{
+		"defaults match the documented interface": {
+			check: func(t *testing.T, c Config) {
+				if c.Port != 9443 || c.MetricsAddr != ":8080" || c.HealthAddr != ":8081" || c.DBTimeout != 2*time.Second || c.CheckCreate {
+					t.Errorf("unexpected defaults: %+v", c)
+				}
+				if diff := cmp.Diff([]string{"DATABASE_URL"}, c.DatabaseURLEnv); diff != "" {
+					t.Errorf("database env (-want +got):\n%s", diff)
+				}
+				if len(c.PrivateCIDRs) != 5 || !c.PrivateCIDRs[0].Contains(netip.MustParseAddr("10.1.2.3")) {
+					t.Errorf("private CIDRs = %v", c.PrivateCIDRs)
+				}
+			},
+		},
+		"private CIDRs and env names are parsed and trimmed": {
+			args: []string{"--private-cidrs=127.0.0.1/32, 10.0.0.0/8", "--database-url-env=DATABASE_URL, DB_URL,", "--db-timeout=500ms"},
+			check: func(t *testing.T, c Config) {
+				want := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("10.0.0.0/8")}
+				if diff := cmp.Diff(want, c.PrivateCIDRs, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+					t.Errorf("CIDRs (-want +got):\n%s", diff)
+				}
+				if diff := cmp.Diff([]string{"DATABASE_URL", "DB_URL"}, c.DatabaseURLEnv); diff != "" {
+					t.Errorf("env (-want +got):\n%s", diff)
+				}
+				if c.DBTimeout != 500*time.Millisecond {
+					t.Errorf("db timeout = %v", c.DBTimeout)
+				}
+			},
+		},
+		"a garbage CIDR names itself":     {args: []string{"--private-cidrs=10.0.0.0/8,intranet"}, wantErr: `--private-cidrs: "intranet" is not a CIDR such as 10.0.0.0/8`},
+		"an empty CIDR list is refused":   {args: []string{"--private-cidrs=,"}, wantErr: "--private-cidrs: name at least one CIDR"},
+		"an empty env list is refused":    {args: []string{"--database-url-env= , "}, wantErr: "--database-url-env: name at least one environment variable"},
+		"a zero db timeout is refused":    {args: []string{"--db-timeout=0s"}, wantErr: "--db-timeout must be positive"},
+		"a port out of range is refused":  {args: []string{"--port=70000"}, wantErr: "--port 70000 is not a TCP port"},
+		"stray arguments are refused":     {args: []string{"serve"}, wantErr: "unexpected arguments: serve"},
+		"an unknown flag is refused":      {args: []string{"--no-such-flag"}, wantErr: "flag provided but not defined: -no-such-flag"},
+		"several problems are all named":  {args: []string{"--db-timeout=-1s", "--request-timeout=0s"}, wantErr: "--db-timeout must be positive\n--request-timeout must be positive"},
+		"a negative cache TTL is refused": {args: []string{"--db-cache-ttl=-1s"}, wantErr: "--db-cache-ttl must not be negative"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			c, err := parseFlags("cutover-guard", tc.args)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
