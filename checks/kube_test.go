@@ -11,8 +11,10 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -21,12 +23,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 )
 
 func testScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
 	utilruntime.Must(gwv1.Install(s))
+	utilruntime.Must(gwv1beta1.Install(s))
 	return s
 }
 
@@ -169,6 +173,45 @@ func TestReference(t *testing.T) {
 			}
 			if tc.wantMessage != "" && (len(findings) == 0 || findings[0].String() != tc.wantMessage) {
 				t.Errorf("message:\n got %v\nwant %q", findings, tc.wantMessage)
+			}
+		})
+	}
+}
+
+// On clusters that serve ReferenceGrant as v1beta1 only, the v1beta1 grants count.
+func TestReferenceGrantV1beta1Fallback(t *testing.T) {
+	target := greenTarget()
+	target.Route.Namespace = "gateways"
+	grant := &gwv1beta1.ReferenceGrant{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "allow-gateways"},
+		Spec: gwv1beta1.ReferenceGrantSpec{
+			From: []gwv1.ReferenceGrantFrom{{Group: gwv1.GroupName, Kind: "HTTPRoute", Namespace: "gateways"}},
+			To:   []gwv1.ReferenceGrantTo{{Kind: "Service"}},
+		},
+	}
+	for name, objs := range map[string][]client.Object{
+		"a v1beta1 grant allows the reference": {greenService(), grant},
+		"without one it is denied":             {greenService()},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := fake.NewClientBuilder().WithScheme(testScheme()).WithObjects(objs...).WithInterceptorFuncs(interceptor.Funcs{
+				List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+					if _, ok := list.(*gwv1.ReferenceGrantList); ok {
+						return &meta.NoKindMatchError{GroupKind: schema.GroupKind{Group: gwv1.GroupName, Kind: "ReferenceGrant"}, SearchedVersions: []string{"v1"}}
+					}
+					return cl.List(ctx, list, opts...)
+				},
+			}).Build()
+			_, findings, err := Reference(t.Context(), c, target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []Reason(nil)
+			if len(objs) == 1 {
+				want = []Reason{ReasonReferenceNotPermitted}
+			}
+			if diff := cmp.Diff(want, reasons(findings)); diff != "" {
+				t.Errorf("reasons (-want +got):\n%s", diff)
 			}
 		})
 	}

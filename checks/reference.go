@@ -9,8 +9,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 )
 
 // Reasons found by Reference.
@@ -86,7 +88,17 @@ func ServicePort(svc *corev1.Service, port *int32) (corev1.ServicePort, bool) {
 
 func referenceGranted(ctx context.Context, r client.Reader, t Target) (bool, error) {
 	var grants gwv1.ReferenceGrantList
-	if err := r.List(ctx, &grants, client.InNamespace(t.Service.Namespace)); err != nil {
+	err := r.List(ctx, &grants, client.InNamespace(t.Service.Namespace))
+	if meta.IsNoMatchError(err) {
+		// Gateway API releases before v1.5 serve ReferenceGrant as v1beta1 only.
+		var old gwv1beta1.ReferenceGrantList
+		if err = r.List(ctx, &old, client.InNamespace(t.Service.Namespace)); err == nil {
+			for _, g := range old.Items {
+				grants.Items = append(grants.Items, gwv1.ReferenceGrant{ObjectMeta: g.ObjectMeta, Spec: gwv1.ReferenceGrantSpec(g.Spec)})
+			}
+		}
+	}
+	if err != nil {
 		return false, fmt.Errorf("listing referencegrants in namespace %s: %w", t.Service.Namespace, err)
 	}
 	for _, g := range grants.Items {
