@@ -82,25 +82,21 @@ func (g *Guard) Evaluate(ctx context.Context, targets []Target) (Result, error) 
 	return out, nil
 }
 
-type checkFunc func(ctx context.Context) ([]Finding, error)
-
-type outcome struct {
+type outcome[T any] struct {
+	val      T
 	findings []Finding
 	err      error
 	took     time.Duration
 }
 
 // evaluate runs the checks for one target: Reference first (the others need
-// the Service), then the rest concurrently.
+// the Service), then the Deployment selection, then the rest concurrently.
 func (g *Guard) evaluate(ctx context.Context, t Target) (Result, error) {
 	var res Result
-	var svc *corev1.Service
-	err := g.run(ctx, t, &res, CheckReference, func(ctx context.Context) ([]Finding, error) {
-		s, findings, err := Reference(ctx, g.Reader, t)
-		svc = s
-		return findings, err
+	svc, done, err := runCheck(ctx, t, &res, CheckReference, func(ctx context.Context) (*corev1.Service, []Finding, error) {
+		return Reference(ctx, g.Reader, t)
 	})
-	if err != nil || svc == nil {
+	if err != nil || !done || svc == nil {
 		return res, err
 	}
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
@@ -110,25 +106,29 @@ func (g *Guard) evaluate(ctx context.Context, t Target) (Result, error) {
 	}
 	port, _ := ServicePort(svc, t.Port)
 
-	var deployments []appsv1.Deployment
-	err = g.run(ctx, t, &res, CheckDeployment, func(ctx context.Context) ([]Finding, error) {
+	deployments, done, err := runCheck(ctx, t, &res, CheckDeployment, func(ctx context.Context) ([]appsv1.Deployment, []Finding, error) {
 		d, err := SelectDeployments(ctx, g.Reader, svc)
-		deployments = d
-		return DeploymentReady(svc, d), err
+		if err != nil {
+			return nil, nil, err
+		}
+		return d, DeploymentReady(svc, d), nil
 	})
-	if err != nil {
+	if err != nil || !done {
 		return res, err
 	}
 
-	checks := map[Check]checkFunc{
-		CheckEndpoints: func(ctx context.Context) ([]Finding, error) {
-			return EndpointsReady(ctx, g.Reader, svc, port)
-		},
+	type check struct {
+		name Check
+		fn   func(ctx context.Context) (struct{}, []Finding, error)
 	}
+	checks := []check{{CheckEndpoints, func(ctx context.Context) (struct{}, []Finding, error) {
+		f, err := EndpointsReady(ctx, g.Reader, svc, port)
+		return struct{}{}, f, err
+	}}}
 	if g.Prober != nil {
-		checks[CheckDatabase] = func(ctx context.Context) ([]Finding, error) {
-			return DatabaseReachable(ctx, g.Reader, g.Prober, t.Service, deployments, g.DatabaseEnv), nil
-		}
+		checks = append(checks, check{CheckDatabase, func(ctx context.Context) (struct{}, []Finding, error) {
+			return struct{}{}, DatabaseReachable(ctx, g.Reader, g.Prober, t.Service, deployments, g.DatabaseEnv), nil
+		}})
 	} else {
 		res.Findings = append(res.Findings, Finding{Check: CheckDatabase, Severity: Warn, Service: t.Service, Reason: ReasonDatabaseNotChecked,
 			Message: "database not checked (the guard runs with --skip-database-check)"})
@@ -136,14 +136,10 @@ func (g *Guard) evaluate(ctx context.Context, t Target) (Result, error) {
 	var mu sync.Mutex
 	errs := make([]error, 0, len(checks))
 	var wg sync.WaitGroup
-	for _, c := range []Check{CheckEndpoints, CheckDatabase} {
-		fn, ok := checks[c]
-		if !ok {
-			continue
-		}
+	for _, c := range checks {
 		wg.Go(func() {
 			var local Result
-			err := g.run(ctx, t, &local, c, fn)
+			_, _, err := runCheck(ctx, t, &local, c.name, c.fn)
 			mu.Lock()
 			defer mu.Unlock()
 			res.Runs = append(res.Runs, local.Runs...)
@@ -160,33 +156,36 @@ func checkOrder(c Check) int {
 	return slices.Index([]Check{CheckReference, CheckDeployment, CheckEndpoints, CheckDatabase}, c)
 }
 
-// run runs one check, waiting no longer than ctx allows, and appends its
-// findings and timing to res. A check that is still running when ctx ends, or
-// that fails because ctx ended, becomes a Timeout denial.
-func (g *Guard) run(ctx context.Context, t Target, res *Result, c Check, fn checkFunc) error {
+// runCheck runs one check, waiting no longer than ctx allows, and appends its
+// findings and timing to res. It returns the check's value and done=true when
+// the check finished. A check that is still running when ctx ends, or that
+// fails because ctx ended, becomes a Timeout denial (done=false, no error);
+// its goroutine's late result is dropped.
+func runCheck[T any](ctx context.Context, t Target, res *Result, c Check, fn func(context.Context) (T, []Finding, error)) (T, bool, error) {
 	start := time.Now()
-	done := make(chan outcome, 1)
+	ch := make(chan outcome[T], 1)
 	go func() {
-		f, err := fn(ctx)
-		done <- outcome{findings: f, err: err, took: time.Since(start)}
+		v, f, err := fn(ctx)
+		ch <- outcome[T]{val: v, findings: f, err: err, took: time.Since(start)}
 	}()
-	var o outcome
+	var o outcome[T]
 	select {
-	case o = <-done:
+	case o = <-ch:
 	case <-ctx.Done():
-		o = outcome{err: ctx.Err(), took: time.Since(start)}
+		o = outcome[T]{err: ctx.Err(), took: time.Since(start)}
 	}
 	run := Run{Target: t, Check: c, Duration: o.took}
+	var zero T
 	if o.err != nil && ctx.Err() != nil {
 		run.TimedOut, run.Denied = true, true
 		res.Runs = append(res.Runs, run)
 		res.Findings = append(res.Findings, Finding{Check: c, Severity: Deny, Service: t.Service, Reason: ReasonTimeout,
 			Message: fmt.Sprintf("the %s check did not finish before the admission deadline (%s)", c, o.took.Round(time.Millisecond)),
 			Fix:     "retry; if it keeps timing out, raise the webhook timeoutSeconds or lower --db-timeout"})
-		return nil
+		return zero, false, nil
 	}
 	if o.err != nil {
-		return o.err
+		return zero, false, o.err
 	}
 	for _, f := range o.findings {
 		if f.Severity == Deny {
@@ -195,5 +194,5 @@ func (g *Guard) run(ctx context.Context, t Target, res *Result, c Check, fn chec
 	}
 	res.Runs = append(res.Runs, run)
 	res.Findings = append(res.Findings, o.findings...)
-	return nil
+	return o.val, true, nil
 }

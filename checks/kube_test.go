@@ -494,3 +494,29 @@ func TestGuardEvaluateTimeoutNamesTheCheck(t *testing.T) {
 		t.Error("a timed out check must deny")
 	}
 }
+
+// A hung first check times out on its own and stops the target's evaluation
+// without racing with the abandoned goroutine.
+func TestGuardEvaluateReferenceTimeout(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	c := fake.NewClientBuilder().WithScheme(testScheme()).WithObjects(greenService()).
+		WithInterceptorFuncs(interceptor.Funcs{
+			Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+				<-release // answers only after the deadline has passed
+				return cl.Get(context.Background(), key, obj, opts...)
+			},
+		}).Build()
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	res, err := (&Guard{Reader: c}).Evaluate(ctx, []Target{greenTarget()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]Reason{ReasonTimeout}, reasons(res.Findings)); diff != "" {
+		t.Errorf("reasons (-want +got):\n%s", diff)
+	}
+	if len(res.Runs) != 1 || res.Runs[0].Check != CheckReference || !res.Runs[0].TimedOut {
+		t.Errorf("runs = %+v, want one timed out reference run", res.Runs)
+	}
+}
