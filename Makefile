@@ -15,12 +15,12 @@ GOLANGCI_LINT_VERSION ?= v2.15.0
 # from pinned Go modules into this folder once, then reused.
 export CUTOVER_GUARD_TOOLS ?= $(CURDIR)/.cache/tools
 
-.PHONY: all build test unit fuzz check-fmt vet tools demo lint image bench clean
+.PHONY: all build test unit fuzz check-fmt vet tools demo lint image manifests verify-manifests bench clean
 
 all: build
 
 build: ## the guard binary, static, as the Dockerfile builds it
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/cutover-guard ./cmd/cutover-guard
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags="-s -w" -o $(BIN)/cutover-guard ./cmd/cutover-guard
 
 tools: ## pinned control-plane binaries for e2e and demo (about 10 minutes cold)
 	hack/build-tools.sh
@@ -32,7 +32,7 @@ vet:
 	$(GO) vet ./...
 
 unit: ## tests that need no control plane (databases are started by the tests)
-	$(GO) test -race -count=1 ./checks/... ./webhook/... ./cmd/... ./internal/...
+	$(GO) test -race -count=1 ./checks/... ./webhook/... ./cmd/... ./certs/... ./internal/...
 
 fuzz: ## every fuzz target, briefly
 	$(GO) test -run='^$$' -fuzz='^FuzzTargets$$' -fuzztime=$(FUZZTIME) ./webhook
@@ -45,12 +45,21 @@ test: check-fmt vet tools build ## everything: format, vet, unit, database, e2e 
 demo: tools build ## the tutorial's cutover and rollback, guarded, on a local control plane
 	$(GO) run ./e2e/demo
 
+bench: build tools ## benchmarks, not part of `make test`: prints a table and updates BENCHMARKS.md; BENCH_QUICK=1 for a short run
+	$(GO) run ./bench -guard=$(BIN)/cutover-guard -out=BENCHMARKS.md $(if $(filter-out 0,$(BENCH_QUICK)),-quick)
+
 lint:
 	$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	"$$($(GO) env GOPATH)/bin/golangci-lint" run ./...
 
-image: ## needs a Docker engine
+image: ## the container image (needs a Docker engine with BuildKit): make image IMAGE=registry.example.com/cutover-guard:v1.0.0
 	docker build -t $(IMAGE) .
+
+manifests: ## regenerate RBAC and the webhook configuration in manifests/ from the controller-gen markers
+	manifests/generate.sh
+
+verify-manifests: ## fail if manifests/ is stale (also a test in `make test`)
+	$(GO) test -count=1 -run '^TestGeneratedManifestsUpToDate$$' ./manifests
 
 clean:
 	rm -rf $(BIN)

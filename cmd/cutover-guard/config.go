@@ -10,6 +10,7 @@ import (
 
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/cutover-guard/cutover-guard/certs"
 	"github.com/cutover-guard/cutover-guard/checks"
 )
 
@@ -29,6 +30,13 @@ type Config struct {
 	EnableHTTP2    bool
 	SkipDatabase   bool
 	Zap            zap.Options
+
+	// DisableCertRotation leaves CertDir to someone else (cert-manager, a
+	// mounted Secret) instead of bootstrapping and rotating the certificate.
+	DisableCertRotation bool
+	// Certs says where the rotated certificate lives; unused when
+	// DisableCertRotation is set.
+	Certs certs.Options
 }
 
 func parseFlags(name string, args []string) (Config, error) {
@@ -47,6 +55,12 @@ func parseFlags(name string, args []string) (Config, error) {
 	env := fs.String("database-url-env", "DATABASE_URL", "comma-separated env var names that hold the database connection string in the target's pod template")
 	fs.BoolVar(&cfg.EnableHTTP2, "enable-http2", false, "serve the webhook over HTTP/2 as well as HTTP/1.1")
 	fs.BoolVar(&cfg.SkipDatabase, "skip-database-check", false, "do not probe databases (each checked target then gets a warning)")
+	fs.BoolVar(&cfg.DisableCertRotation, "disable-cert-rotation", false, "do not bootstrap, inject or rotate the serving certificate; serve the tls.crt and tls.key that another tool (cert-manager) puts in --cert-dir")
+	fs.StringVar(&cfg.Certs.Namespace, "namespace", certs.DefaultNamespace, "namespace of the guard's Service and certificate Secret")
+	fs.StringVar(&cfg.Certs.SecretName, "cert-secret-name", certs.DefaultSecretName, "Secret (in --namespace) that keeps the CA and serving certificate; it must exist and is filled by the guard")
+	fs.StringVar(&cfg.Certs.ServiceName, "service-name", certs.DefaultServiceName, "Service (in --namespace) the API server calls; the certificate names <service>.<namespace>.svc")
+	fs.StringVar(&cfg.Certs.WebhookConfigName, "webhook-config-name", certs.DefaultWebhookConfigName, "ValidatingWebhookConfiguration that receives the CA as caBundle")
+	dnsNames := fs.String("cert-dns-names", "", "comma-separated extra DNS names for the serving certificate (e.g. localhost for a webhook called by URL)")
 	cfg.Zap.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
@@ -64,7 +78,16 @@ func parseFlags(name string, args []string) (Config, error) {
 			cfg.DatabaseURLEnv = append(cfg.DatabaseURLEnv, n)
 		}
 	}
+	cfg.Certs.CertDir = cfg.CertDir
+	for _, n := range strings.Split(*dnsNames, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			cfg.Certs.ExtraDNSNames = append(cfg.Certs.ExtraDNSNames, n)
+		}
+	}
 	var errs []error
+	if !cfg.DisableCertRotation {
+		errs = append(errs, cfg.Certs.Validate())
+	}
 	if len(cfg.DatabaseURLEnv) == 0 {
 		errs = append(errs, errors.New("--database-url-env: name at least one environment variable"))
 	}

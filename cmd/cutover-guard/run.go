@@ -12,6 +12,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/cutover-guard/cutover-guard/certs"
 	"github.com/cutover-guard/cutover-guard/checks"
 	"github.com/cutover-guard/cutover-guard/webhook"
 )
@@ -28,6 +29,15 @@ func run(ctx context.Context, cfg Config) error {
 	if !cfg.EnableHTTP2 {
 		// HTTP/2 stays off unless asked for (CVE-2023-44487, CVE-2023-39325).
 		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+	// With rotation the key pair comes from the certificate Secret, swapped in
+	// place on renewal; without, controller-runtime watches the files in CertDir.
+	var rotation *certs.Rotation
+	if !cfg.DisableCertRotation {
+		if rotation, err = certs.New(cfg.Certs); err != nil {
+			return err
+		}
+		tlsOpts = append(tlsOpts, rotation.TLSConfig)
 	}
 	server := crwebhook.NewServer(crwebhook.Options{Port: cfg.Port, CertDir: cfg.CertDir, TLSOpts: tlsOpts})
 
@@ -66,13 +76,29 @@ func run(ctx context.Context, cfg Config) error {
 		server.Register(path, h)
 	}
 
+	// The webhook serves once its certificate is in place and trusted: at
+	// once when another tool manages it, after bootstrap and CA injection
+	// when the guard rotates it. Readiness follows.
+	certsReady := certs.Closed()
+	if rotation != nil {
+		if err := rotation.AddToManager(mgr); err != nil {
+			return err
+		}
+		if err := rotation.Preflight(ctx); err != nil {
+			return err
+		}
+		certsReady = rotation.Ready()
+	}
+	if err := mgr.Add(certs.ServeWhenReady(certsReady, server)); err != nil {
+		return err
+	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("webhook", server.StartedChecker()); err != nil {
+	if err := mgr.AddReadyzCheck("webhook", certs.ReadyWhen(certsReady, server.StartedChecker())); err != nil {
 		return err
 	}
-	log.Info("starting", "port", cfg.Port, "certDir", cfg.CertDir, "privateCIDRs", joinPrefixes(cfg.PrivateCIDRs),
+	log.Info("starting", "port", cfg.Port, "certDir", cfg.CertDir, "certRotation", rotation != nil, "privateCIDRs", joinPrefixes(cfg.PrivateCIDRs),
 		"dbTimeout", cfg.DBTimeout.String(), "checkCreate", cfg.CheckCreate, "databaseURLEnv", cfg.DatabaseURLEnv)
 	return mgr.Start(ctx)
 }
