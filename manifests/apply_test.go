@@ -107,8 +107,8 @@ func TestRBAC(t *testing.T) {
 		{"database check reads a Secret by name", []string{"get", "secrets/app-db", ns}, true},
 		{"database check reads a ConfigMap by name", []string{"get", "configmaps/app-config", ns}, true},
 		// package webhook: the CutoverDenied Event
-		{"denials create an Event", []string{"create", "events.events.k8s.io", ns}, true},
-		{"repeated denials patch the Event", []string{"patch", "events.events.k8s.io", ns}, true},
+		{"denials create an Event", []string{"create", "events", ns}, true},
+		{"repeated denials patch the Event", []string{"patch", "events", ns}, true},
 		// package certs: its own Secret and webhook configuration
 		{"rotator reads its Secret", []string{"get", "secrets/" + "cutover-guard-cert", own}, true},
 		{"rotator lists its Secret by name", []string{"list", "secrets/" + "cutover-guard-cert", own}, true},
@@ -135,8 +135,8 @@ func TestRBAC(t *testing.T) {
 		{"no changing Services", []string{"patch", "services", ns}, false},
 		{"no changing routes", []string{"update", "httproutes.gateway.networking.k8s.io", ns}, false},
 		{"no reading Pods", []string{"get", "pods", ns}, false},
-		{"no core Events", []string{"create", "events", ns}, false},
-		{"no deleting Events", []string{"delete", "events.events.k8s.io", ns}, false},
+		{"no events.k8s.io Events", []string{"create", "events.events.k8s.io", ns}, false},
+		{"no deleting Events", []string{"delete", "events", ns}, false},
 		{"no other webhook configuration", []string{"update", "validatingwebhookconfigurations.admissionregistration.k8s.io/other"}, false},
 		{"no listing webhook configurations", []string{"list", "validatingwebhookconfigurations.admissionregistration.k8s.io"}, false},
 		{"no deleting its webhook configuration", []string{"delete", "validatingwebhookconfigurations.admissionregistration.k8s.io/cutover-guard"}, false},

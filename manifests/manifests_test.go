@@ -307,7 +307,7 @@ func checkGuardRole(t *testing.T, role *rbacv1.ClusterRole) {
 		"referencegrants.gateway.networking.k8s.io": {"get", "list"},
 		"secrets.":                                  {"get"},
 		"configmaps.":                               {"get"},
-		"events.events.k8s.io":                      {"create", "patch"},
+		"events.":                                   {"create", "patch"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ClusterRole %s (-want +got):\n%s", role.Name, diff)

@@ -15,10 +15,10 @@ package main
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=referencegrants,verbs=get;list
 // +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get
 //
-// Package webhook records a CutoverDenied Event on a denied route
-// (events.k8s.io/v1, created and then patched as it repeats):
+// Package webhook records a CutoverDenied Event on a denied route (core/v1,
+// created and then patched as it repeats; see webhook.LegacyRecorder):
 //
-// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 //
 // Route updates only (never create unless --check-create, never the status
 // subresource: it is not listed), and only when spec.rules changed: the
@@ -27,5 +27,5 @@ package main
 // never checked, so the guard cannot block the cluster from repairing itself.
 //
 // +kubebuilder:webhookconfiguration:mutating=false,name=cutover-guard
-// +kubebuilder:webhook:path=/validate-httproute,mutating=false,failurePolicy=fail,sideEffects=NoneOnDryRun,timeoutSeconds=5,matchPolicy=Equivalent,groups=gateway.networking.k8s.io,resources=httproutes,verbs=update,versions=v1,name=httproutes.cutover-guard.dev,admissionReviewVersions=v1,serviceName=cutover-guard,serviceNamespace=cutover-guard,servicePort=443,patch=`{"namespaceSelector":{"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system","cutover-guard"]}]},"matchConditions":[{"name":"spec-rules-changed","expression":"oldObject == null || !has(object.spec) || !has(oldObject.spec) || has(object.spec.rules) != has(oldObject.spec.rules) || (has(object.spec.rules) && object.spec.rules != oldObject.spec.rules)"}]}`
-// +kubebuilder:webhook:path=/validate-grpcroute,mutating=false,failurePolicy=fail,sideEffects=NoneOnDryRun,timeoutSeconds=5,matchPolicy=Equivalent,groups=gateway.networking.k8s.io,resources=grpcroutes,verbs=update,versions=v1,name=grpcroutes.cutover-guard.dev,admissionReviewVersions=v1,serviceName=cutover-guard,serviceNamespace=cutover-guard,servicePort=443,patch=`{"namespaceSelector":{"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system","cutover-guard"]}]},"matchConditions":[{"name":"spec-rules-changed","expression":"oldObject == null || !has(object.spec) || !has(oldObject.spec) || has(object.spec.rules) != has(oldObject.spec.rules) || (has(object.spec.rules) && object.spec.rules != oldObject.spec.rules)"}]}`
+// +kubebuilder:webhook:path=/validate-httproute,mutating=false,failurePolicy=fail,sideEffects=NoneOnDryRun,timeoutSeconds=5,matchPolicy=Equivalent,groups=gateway.networking.k8s.io,resources=httproutes,verbs=update,versions=v1,name=httproute.cutover-guard.dev,admissionReviewVersions=v1,serviceName=cutover-guard,serviceNamespace=cutover-guard,servicePort=443,patch=`{"namespaceSelector":{"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system","cutover-guard"]}]},"matchConditions":[{"name":"spec-rules-changed","expression":"oldObject == null || !has(object.spec) || !has(oldObject.spec) || has(object.spec.rules) != has(oldObject.spec.rules) || (has(object.spec.rules) && object.spec.rules != oldObject.spec.rules)"}]}`
+// +kubebuilder:webhook:path=/validate-grpcroute,mutating=false,failurePolicy=fail,sideEffects=NoneOnDryRun,timeoutSeconds=5,matchPolicy=Equivalent,groups=gateway.networking.k8s.io,resources=grpcroutes,verbs=update,versions=v1,name=grpcroute.cutover-guard.dev,admissionReviewVersions=v1,serviceName=cutover-guard,serviceNamespace=cutover-guard,servicePort=443,patch=`{"namespaceSelector":{"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system","cutover-guard"]}]},"matchConditions":[{"name":"spec-rules-changed","expression":"oldObject == null || !has(object.spec) || !has(oldObject.spec) || has(object.spec.rules) != has(oldObject.spec.rules) || (has(object.spec.rules) && object.spec.rules != oldObject.spec.rules)"}]}`

@@ -67,8 +67,9 @@ func run(ctx context.Context, cfg Config) error {
 		})
 	}
 	for path, h := range webhook.Handlers(scheme, webhook.Options{
-		Guard:          guard,
-		Recorder:       mgr.GetEventRecorder("cutover-guard"),
+		Guard: guard,
+		// core/v1 Events: events.k8s.io series would fold distinct denials of one route into one Event.
+		Recorder:       webhook.LegacyRecorder(mgr.GetEventRecorderFor("cutover-guard")), //nolint:staticcheck // see LegacyRecorder
 		Metrics:        metrics,
 		CheckCreate:    cfg.CheckCreate,
 		RequestTimeout: cfg.RequestTimeout,

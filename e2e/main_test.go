@@ -1,0 +1,364 @@
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/cutover-guard/cutover-guard/e2e/cluster"
+	"github.com/cutover-guard/cutover-guard/e2e/tutorial"
+)
+
+// requiredEnv makes missing tools or databases a failure instead of a skip
+// (`make test` sets it).
+const requiredEnv = "CUTOVER_GUARD_E2E_REQUIRED"
+
+// The local database servers `make test` expects (.ci/run starts them).
+const (
+	localPostgres = "127.0.0.1:5432"
+	localMariaDB  = "127.0.0.1:3306"
+	// postgresDSN and mysqlDSN reach them as the tutorial's Secret would.
+	postgresDSN = "postgresql://postgres@127.0.0.1:5432/test?sslmode=require"
+	mysqlDSN    = "mysql://root@127.0.0.1:3306/test"
+)
+
+// dbTimeout is the guard's --db-timeout.
+const dbTimeout = time.Second
+
+// One control plane and one guard serve every test in the package; TestMain
+// stops them. Tests run one after another and each sets the state it needs
+// (see env.reset), so none depends on another.
+var shared struct {
+	once sync.Once
+	env  *env
+	err  error
+	skip string
+}
+
+// env is the shared control plane, guard and kubectl.
+type env struct {
+	cluster    *cluster.Cluster
+	guard      *tutorial.Guard
+	kube       client.Client
+	manifests  *tutorial.Manifests
+	dir        string // the guard's files, kubectl's home, manifest files
+	transcript *tutorial.Transcript
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if e := shared.env; e != nil {
+		if code != 0 {
+			e.cluster.DumpLogs(os.Stderr, 40)
+			fmt.Fprintf(os.Stderr, "===== cutover-guard log %s (last 200 lines) =====\n%s\n", e.guard.LogPath, e.guard.LogTail(200))
+		}
+		if err := e.guard.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "stop cutover-guard: %v\n", err)
+			code = 1
+		}
+		if err := e.cluster.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "stop e2e cluster: %v\n", err)
+			code = 1
+		}
+		// The cluster was started with KeepLogs: drop them only on success.
+		if code == 0 {
+			_ = os.RemoveAll(filepath.Dir(e.cluster.LogDir))
+			_ = os.RemoveAll(e.dir)
+		} else {
+			fmt.Fprintf(os.Stderr, "e2e logs kept in %s and %s\n", e.cluster.LogDir, e.dir)
+		}
+	}
+	os.Exit(code)
+}
+
+// setup returns the shared environment with the tutorial's objects in
+// place, starting it on first use; it skips (or, with
+// CUTOVER_GUARD_E2E_REQUIRED=1, fails) when the tools or the local
+// databases are missing.
+func setup(t *testing.T) *env {
+	t.Helper()
+	shared.once.Do(func() { shared.env, shared.skip, shared.err = start() })
+	if shared.skip != "" {
+		if os.Getenv(requiredEnv) == "1" {
+			t.Fatalf("e2e: %s (%s=1)", shared.skip, requiredEnv)
+		}
+		t.Skip("e2e: " + shared.skip)
+	}
+	if shared.err != nil {
+		t.Fatalf("e2e: %v", shared.err)
+	}
+	e := shared.env
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("cutover-guard log (last 40 lines of %s):\n%s", e.guard.LogPath, e.guard.LogTail(40))
+		}
+	})
+	return e
+}
+
+// start brings up the environment, or says why it cannot (skip).
+func start() (_ *env, skip string, _ error) {
+	toolsDir, err := cluster.ToolsDir()
+	if err != nil {
+		return nil, err.Error(), nil
+	}
+	if missing := cluster.MissingTools(toolsDir); len(missing) > 0 {
+		return nil, "control-plane tools not built (run hack/build-tools.sh or set " + cluster.ToolsEnv + "); missing: " + strings.Join(missing, ", "), nil
+	}
+	for _, addr := range []string{localPostgres, localMariaDB} {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return nil, fmt.Sprintf("local database server %s not answering (.ci/run starts it): %v", addr, err), nil
+		}
+		c.Close()
+	}
+
+	// A cold build of the guard on 2 cores takes minutes.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "cutover-guard-e2e-guard-")
+	if err != nil {
+		return nil, "", err
+	}
+	began := time.Now()
+	binary := filepath.Join(dir, "cutover-guard")
+	built := make(chan error, 1)
+	go func() { built <- tutorial.BuildGuard(ctx, binary) }()
+
+	c, err := cluster.Start(ctx, cluster.Options{ToolsDir: toolsDir, Logf: log.Printf, KeepLogs: true})
+	if err != nil {
+		<-built
+		return nil, "", err
+	}
+	e := &env{cluster: c, dir: dir, transcript: &tutorial.Transcript{}, manifests: tutorial.MustLoad()}
+	fail := func(err error) (*env, string, error) {
+		_ = e.guard.Stop()
+		_ = c.Stop()
+		return nil, "", fmt.Errorf("%w (logs in %s and %s)", err, c.LogDir, dir)
+	}
+	if err := <-built; err != nil {
+		return fail(err)
+	}
+	log.Printf("e2e: cluster up and guard built after %s", time.Since(began).Round(time.Millisecond))
+
+	e.guard, err = tutorial.StartGuard(ctx, tutorial.GuardOptions{
+		Binary:     binary,
+		Kubeconfig: c.Kubeconfig,
+		Dir:        dir,
+		DBTimeout:  dbTimeout,
+		// Details too: no secret may appear at any level.
+		Args: []string{"--zap-log-level=debug"},
+	})
+	if err != nil {
+		return fail(err)
+	}
+	if e.kube, err = client.New(c.Config, client.Options{Scheme: tutorial.Scheme()}); err != nil {
+		return fail(err)
+	}
+	if err := tutorial.Register(ctx, e.kube, e.guard, time.Minute); err != nil {
+		return fail(fmt.Errorf("%w\ncutover-guard log:\n%s", err, e.guard.LogTail(30)))
+	}
+	if err := tutorial.WriteFiles(filepath.Join(dir, "manifests"), false); err != nil {
+		return fail(err)
+	}
+	if err := tutorial.Setup(ctx, e.kube, postgresDSN); err != nil {
+		return fail(err)
+	}
+	log.Printf("e2e: cluster, guard (pid %d, webhook on 127.0.0.1:%d) and tutorial objects ready after %s",
+		e.guard.PID(), e.guard.Port, time.Since(began).Round(time.Millisecond))
+	return e, "", nil
+}
+
+// kubectl returns a kubectl that runs in the folder of the tutorial's
+// manifest files and records into the package's transcript.
+func (e *env) kubectl() *tutorial.Kubectl {
+	return &tutorial.Kubectl{
+		Binary:     e.cluster.Kubectl,
+		Kubeconfig: e.cluster.Kubeconfig,
+		Dir:        filepath.Join(e.dir, "manifests"),
+		Home:       filepath.Join(e.dir, "kubectl"),
+		Transcript: e.transcript,
+	}
+}
+
+// sh runs a command line as the tutorial prints it, with extra
+// environment, and logs it.
+func (e *env) sh(t *testing.T, line string, extra ...string) *tutorial.Result {
+	t.Helper()
+	r := e.kubectl().Shell(t.Context(), line, extra...)
+	t.Logf("%s", r)
+	return r
+}
+
+// world is the state a scenario starts from.
+type world struct {
+	// greenReady: green rolled out and serving; otherwise its pods are
+	// held Pending (0/2 ready).
+	greenReady bool
+	// dsn is the Secret's connection string; default postgresDSN.
+	dsn string
+}
+
+// reset puts the tutorial's objects into w: blue serving 2 replicas, green
+// as asked, the Secret, and the route created afresh from httproute.yaml
+// (to app-blue, with a new resourceVersion).
+func (e *env) reset(t *testing.T, w world) {
+	t.Helper()
+	ctx := t.Context()
+	if w.dsn == "" {
+		w.dsn = postgresDSN
+	}
+	if err := tutorial.SetSecret(ctx, e.kube, tutorial.Namespace, w.dsn); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	go func() {
+		errs <- tutorial.Serve(ctx, e.kube, e.manifests.Deployment(tutorial.Blue, tutorial.Replicas, false))
+	}()
+	go func() {
+		green := e.manifests.Deployment(tutorial.Green, tutorial.Replicas, !w.greenReady)
+		if w.greenReady {
+			errs <- tutorial.Serve(ctx, e.kube, green)
+		} else {
+			errs <- tutorial.HoldPending(ctx, e.kube, green)
+		}
+	}()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.recreateRoute(t, e.manifests.Route.DeepCopy())
+}
+
+func (e *env) recreateRoute(t *testing.T, route *gwv1.HTTPRoute) {
+	t.Helper()
+	if err := tutorial.Recreate(t.Context(), e.kube, route); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// route returns the tutorial's route as the API server has it.
+func (e *env) route(t *testing.T) *gwv1.HTTPRoute {
+	t.Helper()
+	var r gwv1.HTTPRoute
+	if err := e.kube.Get(t.Context(), client.ObjectKey{Namespace: tutorial.Namespace, Name: tutorial.Route}, &r); err != nil {
+		t.Fatal(err)
+	}
+	return &r
+}
+
+// checkBackend runs the tutorial's own check of where traffic goes and
+// requires it to print want, and want to be what the API server holds.
+func (e *env) checkBackend(t *testing.T, want string) {
+	t.Helper()
+	r := e.kubectl().Shell(t.Context(), tutorial.BackendCommand)
+	if !r.OK() {
+		t.Fatalf("tutorial's backend check failed:\n%s", r)
+	}
+	truth := ""
+	if rules := e.route(t).Spec.Rules; len(rules) > 0 && len(rules[0].BackendRefs) > 0 {
+		truth = string(rules[0].BackendRefs[0].Name)
+	}
+	if r.Stdout != want || truth != want {
+		t.Fatalf("backend: tutorial's check printed %q, route holds %q, want %q", r.Stdout, truth, want)
+	}
+}
+
+// requireDenied requires r to be a denial by the webhook named hook whose
+// message contains every one of want.
+func requireDenied(t *testing.T, r *tutorial.Result, hook string, want ...string) {
+	t.Helper()
+	if !r.Denied() {
+		t.Fatalf("want a denial, got:\n%s", r)
+	}
+	if prefix := `admission webhook "` + hook + `" denied the request: `; !strings.Contains(r.Output, prefix) {
+		t.Errorf("output lacks %q:\n%s", prefix, r.Output)
+	}
+	for _, w := range want {
+		if !strings.Contains(r.Output, w) {
+			t.Errorf("denial lacks %q:\n%s", w, r.Output)
+		}
+	}
+}
+
+// requireOutput requires r to have succeeded and printed exactly want (one line).
+func requireOutput(t *testing.T, r *tutorial.Result, want string) {
+	t.Helper()
+	if !r.OK() || r.Output != want+"\n" {
+		t.Fatalf("want exit 0 and output %q, got:\n%s", want, r)
+	}
+}
+
+// event is what a test reads of an Event.
+type event struct {
+	Type           string `json:"type"`
+	Reason         string `json:"reason"`
+	Message        string `json:"message"`
+	InvolvedObject struct {
+		Kind            string `json:"kind"`
+		Name            string `json:"name"`
+		UID             string `json:"uid"`
+		ResourceVersion string `json:"resourceVersion"`
+	} `json:"involvedObject"`
+}
+
+// deniedEvents lists the CutoverDenied Events on a route with kubectl.
+func (e *env) deniedEvents(t *testing.T, kind, name string) []event {
+	t.Helper()
+	r := e.kubectl().Run(t.Context(), "get", "events", "-n", tutorial.Namespace, "-o", "json",
+		"--field-selector", "involvedObject.kind="+kind+",involvedObject.name="+name+",reason=CutoverDenied")
+	if !r.OK() {
+		t.Fatalf("kubectl get events:\n%s", r)
+	}
+	var list struct{ Items []event }
+	if err := json.Unmarshal([]byte(r.Stdout), &list); err != nil {
+		t.Fatalf("kubectl get events output: %v\n%s", err, r.Stdout)
+	}
+	return list.Items
+}
+
+// waitDeniedEvent waits for a CutoverDenied Event on the route with uid
+// at resourceVersion rv, and returns it.
+func (e *env) waitDeniedEvent(t *testing.T, kind, name, uid, rv string) event {
+	t.Helper()
+	var found *event
+	var seen []event
+	err := wait.PollUntilContextTimeout(t.Context(), 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		seen = e.deniedEvents(t, kind, name)
+		for i, ev := range seen {
+			if ev.InvolvedObject.UID == uid && ev.InvolvedObject.ResourceVersion == rv {
+				found = &seen[i]
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("no CutoverDenied Event on %s %s (uid %s, resourceVersion %s): %v; events: %+v", kind, name, uid, rv, err, seen)
+	}
+	return *found
+}
+
+// deployment returns the tutorial's Deployment name as the API server has it.
+func (e *env) deployment(t *testing.T, name string) *appsv1.Deployment {
+	t.Helper()
+	var d appsv1.Deployment
+	if err := e.kube.Get(t.Context(), client.ObjectKey{Namespace: tutorial.Namespace, Name: name}, &d); err != nil {
+		t.Fatal(err)
+	}
+	return &d
+}

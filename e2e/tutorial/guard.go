@@ -1,0 +1,443 @@
+package tutorial
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+)
+
+// GuardOptions configure StartGuard.
+type GuardOptions struct {
+	// Binary is the cutover-guard executable (see BuildGuard).
+	Binary string
+	// Kubeconfig is the cluster the guard reads.
+	Kubeconfig string
+	// Dir receives the serving certificate (Dir/certs) and the guard's log
+	// (Dir/cutover-guard.log); it is created if missing.
+	Dir string
+	// PrivateCIDRs is --private-cidrs. Default: 127.0.0.1/32 and the
+	// guard's defaults, so that a database on 127.0.0.1 is private and
+	// 127.0.0.2 is public.
+	PrivateCIDRs []string
+	// DBTimeout is --db-timeout; default 1s.
+	DBTimeout time.Duration
+	// Args are further flags.
+	Args []string
+	// StartTimeout bounds StartGuard; default 1 minute.
+	StartTimeout time.Duration
+}
+
+// DefaultPrivateCIDRs is the guard's default --private-cidrs.
+var DefaultPrivateCIDRs = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"}
+
+// Guard is a running cutover-guard process serving the webhook on 127.0.0.1.
+type Guard struct {
+	// Port is the webhook port; MetricsPort serves /metrics and HealthPort
+	// /healthz and /readyz, all on 127.0.0.1.
+	Port, MetricsPort, HealthPort int
+	// CABundle is the PEM certificate of the CA that signed the serving
+	// certificate, for the webhook configuration's caBundle.
+	CABundle []byte
+	// LogPath holds the guard's stdout and stderr.
+	LogPath string
+	// Args are the flags the guard runs with.
+	Args []string
+
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has been reaped
+	err  error         // exit status, valid after done
+}
+
+// StartGuard starts the guard out of cluster with a serving certificate for
+// 127.0.0.1 from a throwaway CA, on free loopback ports, and returns once
+// its /readyz answers. If a port was taken in the meantime it retries.
+func StartGuard(ctx context.Context, o GuardOptions) (*Guard, error) {
+	if o.Binary == "" || o.Kubeconfig == "" || o.Dir == "" {
+		return nil, errors.New("StartGuard: Binary, Kubeconfig and Dir are required")
+	}
+	if len(o.PrivateCIDRs) == 0 {
+		o.PrivateCIDRs = append([]string{"127.0.0.1/32"}, DefaultPrivateCIDRs...)
+	}
+	if o.DBTimeout == 0 {
+		o.DBTimeout = time.Second
+	}
+	if o.StartTimeout == 0 {
+		o.StartTimeout = time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.StartTimeout)
+	defer cancel()
+
+	certDir := filepath.Join(o.Dir, "certs")
+	if err := os.MkdirAll(certDir, 0o700); err != nil {
+		return nil, err
+	}
+	caPEM, err := writeServingCert(certDir)
+	if err != nil {
+		return nil, fmt.Errorf("serving certificate: %w", err)
+	}
+	logPath := filepath.Join(o.Dir, "cutover-guard.log")
+	// The guard serves the certificate written above from --cert-dir. A
+	// guard that can bootstrap its own certificate in the cluster is told
+	// not to.
+	var certArgs []string
+	if knowsFlag(ctx, o.Binary, "disable-cert-rotation") {
+		certArgs = append(certArgs, "--disable-cert-rotation")
+	}
+
+	var lastErr error
+	for attempt := 1; attempt <= 3; attempt++ {
+		ports, err := freePorts(3)
+		if err != nil {
+			return nil, err
+		}
+		g := &Guard{Port: ports[0], MetricsPort: ports[1], HealthPort: ports[2], CABundle: caPEM, LogPath: logPath}
+		g.Args = append([]string{
+			"--kubeconfig=" + o.Kubeconfig,
+			"--cert-dir=" + certDir,
+			"--port=" + strconv.Itoa(g.Port),
+			"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(g.MetricsPort),
+			"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(g.HealthPort),
+			"--private-cidrs=" + strings.Join(o.PrivateCIDRs, ","),
+			"--db-timeout=" + o.DBTimeout.String(),
+		}, append(certArgs, o.Args...)...)
+		if err := g.start(o.Binary); err != nil {
+			return nil, err
+		}
+		lastErr = g.waitReady(ctx)
+		if lastErr == nil {
+			return g, nil
+		}
+		_ = g.Stop()
+		if !strings.Contains(g.Log(), "address already in use") || ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("cutover-guard did not become ready: %w\n%s", lastErr, tailLines(readFile(logPath), 30))
+}
+
+// knowsFlag reports whether binary lists --name in its -h usage.
+func knowsFlag(ctx context.Context, binary, name string) bool {
+	out, _ := exec.CommandContext(ctx, binary, "-h").CombinedOutput()
+	return strings.Contains(string(out), "  -"+name+"\n") || strings.Contains(string(out), "  -"+name+" ")
+}
+
+func (g *Guard) start(binary string) error {
+	logFile, err := os.OpenFile(g.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close() // the child has its own descriptor
+	fmt.Fprintf(logFile, "+ %s %s\n", binary, strings.Join(g.Args, " "))
+	cmd := exec.Command(binary, g.Args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// If this process dies without cleaning up, the kernel ends the guard.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start cutover-guard: %w", err)
+	}
+	g.cmd, g.done = cmd, make(chan struct{})
+	go func() {
+		g.err = cmd.Wait()
+		close(g.done)
+	}()
+	return nil
+}
+
+// waitReady polls /readyz until it answers 200 or the guard exits.
+func (g *Guard) waitReady(ctx context.Context) error {
+	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", g.HealthPort)
+	var last error
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		if g.Exited() {
+			return false, fmt.Errorf("cutover-guard exited: %v", g.err)
+		}
+		status, _, err := httpGet(ctx, url)
+		if err != nil {
+			last = err
+			return false, nil
+		}
+		last = fmt.Errorf("%s: HTTP %d", url, status)
+		return status == http.StatusOK, nil
+	})
+	if err != nil && last != nil && !g.Exited() {
+		return fmt.Errorf("%w (last: %v)", err, last)
+	}
+	return err
+}
+
+// PID is the guard's process ID.
+func (g *Guard) PID() int { return g.cmd.Process.Pid }
+
+// Exited reports whether the guard process has ended.
+func (g *Guard) Exited() bool {
+	select {
+	case <-g.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stop ends the guard (SIGTERM, SIGKILL after 10 s) and waits until it has
+// been reaped. It may be called more than once.
+func (g *Guard) Stop() error {
+	if g == nil || g.cmd == nil {
+		return nil
+	}
+	pgid := g.cmd.Process.Pid
+	if !g.Exited() {
+		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		select {
+		case <-g.done:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			select {
+			case <-g.done:
+			case <-time.After(10 * time.Second):
+				return fmt.Errorf("cutover-guard (pid %d) did not exit after SIGKILL", pgid)
+			}
+		}
+	}
+	return nil
+}
+
+// Log returns the guard's log so far.
+func (g *Guard) Log() string { return readFile(g.LogPath) }
+
+// LogTail returns the last n lines of the guard's log.
+func (g *Guard) LogTail(n int) string { return tailLines(g.Log(), n) }
+
+// Metrics returns the guard's /metrics page.
+func (g *Guard) Metrics(ctx context.Context) (string, error) {
+	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", g.MetricsPort)
+	status, body, err := httpGet(ctx, url)
+	if err != nil {
+		return "", err
+	}
+	if status != http.StatusOK {
+		return "", fmt.Errorf("%s: HTTP %d", url, status)
+	}
+	return body, nil
+}
+
+// MetricSum adds up the samples of metric name in a Prometheus text page
+// whose labels include every pair in labels.
+func MetricSum(page, name string, labels map[string]string) float64 {
+	var sum float64
+	s := bufio.NewScanner(strings.NewReader(page))
+	s.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+	for s.Scan() {
+		line := s.Text()
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || (rest[0] != '{' && rest[0] != ' ') {
+			continue
+		}
+		labelText, value := "", rest
+		if rest[0] == '{' {
+			end := strings.LastIndexByte(rest, '}')
+			if end < 0 {
+				continue
+			}
+			labelText, value = rest[1:end], rest[end+1:]
+		}
+		match := true
+		for k, v := range labels {
+			if !strings.Contains(","+labelText+",", ","+k+"="+strconv.Quote(v)+",") {
+				match = false
+				break
+			}
+		}
+		if !match {
+			continue
+		}
+		fields := strings.Fields(value)
+		if len(fields) == 0 {
+			continue
+		}
+		if f, err := strconv.ParseFloat(fields[0], 64); err == nil {
+			sum += f
+		}
+	}
+	return sum
+}
+
+func httpGet(ctx context.Context, url string) (int, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	// Loopback only: never a proxy.
+	client := &http.Client{Transport: &http.Transport{Proxy: nil}}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+// writeServingCert creates a throwaway CA and a serving certificate for
+// 127.0.0.1 and localhost signed by it, writes tls.crt and tls.key into dir,
+// and returns the CA certificate (PEM).
+func writeServingCert(dir string) ([]byte, error) {
+	now := time.Now()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: "cutover-guard e2e CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(7 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: "cutover-guard"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(7 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	if err := os.WriteFile(filepath.Join(dir, "tls.key"), keyPEM, 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tls.crt"), certPEM, 0o644); err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), nil
+}
+
+func serial() *big.Int {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
+
+// freePorts returns n distinct free TCP ports on 127.0.0.1; all listeners
+// are held until every port is picked.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		listeners = append(listeners, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func readFile(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
+}
+
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// BuildGuard builds the guard binary into out as `make build` does (static,
+// -trimpath), so that a build made by make is reused from Go's cache.
+func BuildGuard(ctx context.Context, out string) error {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return fmt.Errorf("building cutover-guard needs the go command: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-o", out, "github.com/cutover-guard/cutover-guard/cmd/cutover-guard")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if root, err := RepoRoot(); err == nil {
+		cmd.Dir = root
+	}
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build cutover-guard: %w\n%s", err, b)
+	}
+	return nil
+}
+
+// RepoRoot returns the folder of the root module's go.mod, found from the
+// working directory up.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.HasPrefix(strings.TrimSpace(string(b)), "module github.com/cutover-guard/cutover-guard\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod of module github.com/cutover-guard/cutover-guard above the working directory")
+		}
+		dir = parent
+	}
+}

@@ -1,0 +1,164 @@
+package tutorial
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// Names of the webhook registration.
+const (
+	WebhookConfiguration = "cutover-guard"
+	HTTPRouteWebhook     = "httproute.cutover-guard.dev"
+	GRPCRouteWebhook     = "grpcroute.cutover-guard.dev"
+	// ProbeNamespace holds the routes used to tell that the webhook is in effect.
+	ProbeNamespace = "cutover-guard-probe"
+)
+
+// The guard's webhook paths (its stable interface).
+const (
+	pathHTTPRoute = "/validate-httproute"
+	pathGRPCRoute = "/validate-grpcroute"
+)
+
+// WebhookConfiguration returns the ValidatingWebhookConfiguration that sends
+// HTTPRoute and GRPCRoute updates (never their status) to the guard at
+// https://127.0.0.1:<port>.
+func (g *Guard) WebhookConfiguration() *admissionregistrationv1.ValidatingWebhookConfiguration {
+	hook := func(name, path, resource string) admissionregistrationv1.ValidatingWebhook {
+		return admissionregistrationv1.ValidatingWebhook{
+			Name: name,
+			ClientConfig: admissionregistrationv1.WebhookClientConfig{
+				URL:      ptr.To(fmt.Sprintf("https://127.0.0.1:%d%s", g.Port, path)),
+				CABundle: g.CABundle,
+			},
+			Rules: []admissionregistrationv1.RuleWithOperations{{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Update},
+				Rule: admissionregistrationv1.Rule{
+					APIGroups:   []string{gwv1.GroupName},
+					APIVersions: []string{"v1"},
+					// The resource alone: its status subresource is not sent.
+					Resources: []string{resource},
+					Scope:     ptr.To(admissionregistrationv1.NamespacedScope),
+				},
+			}},
+			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
+			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNoneOnDryRun),
+			TimeoutSeconds:          ptr.To[int32](10),
+			AdmissionReviewVersions: []string{"v1"},
+		}
+	}
+	return &admissionregistrationv1.ValidatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: WebhookConfiguration},
+		Webhooks: []admissionregistrationv1.ValidatingWebhook{
+			hook(HTTPRouteWebhook, pathHTTPRoute, "httproutes"),
+			hook(GRPCRouteWebhook, pathGRPCRoute, "grpcroutes"),
+		},
+	}
+}
+
+// Register creates (or replaces) the guard's webhook configuration and
+// returns once the API server enforces it: a probe update of an HTTPRoute
+// and of a GRPCRoute, each switching to a Service that does not exist, is
+// denied by the guard.
+func Register(ctx context.Context, c client.Client, g *Guard, timeout time.Duration) error {
+	want := g.WebhookConfiguration()
+	var have admissionregistrationv1.ValidatingWebhookConfiguration
+	err := c.Get(ctx, client.ObjectKey{Name: want.Name}, &have)
+	switch {
+	case apierrors.IsNotFound(err):
+		err = c.Create(ctx, want)
+	case err == nil:
+		have.Webhooks = want.Webhooks
+		err = c.Update(ctx, &have)
+	}
+	if err != nil {
+		return fmt.Errorf("webhook configuration: %w", err)
+	}
+	return WaitEffective(ctx, c, timeout)
+}
+
+// WaitEffective polls until dry-run probe updates of an HTTPRoute and a
+// GRPCRoute in ProbeNamespace are denied by the guard's webhooks.
+func WaitEffective(ctx context.Context, c client.Client, timeout time.Duration) error {
+	if err := createProbes(ctx, c); err != nil {
+		return err
+	}
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		for _, probe := range []struct {
+			obj     client.Object
+			webhook string
+		}{
+			{&gwv1.HTTPRoute{}, HTTPRouteWebhook},
+			{&gwv1.GRPCRoute{}, GRPCRouteWebhook},
+		} {
+			if err := c.Get(ctx, client.ObjectKey{Namespace: ProbeNamespace, Name: "probe"}, probe.obj); err != nil {
+				last = err
+				return false, nil
+			}
+			switch r := probe.obj.(type) {
+			case *gwv1.HTTPRoute:
+				r.Spec.Rules[0].BackendRefs[0].Name = "probe-switched"
+			case *gwv1.GRPCRoute:
+				r.Spec.Rules[0].BackendRefs[0].Name = "probe-switched"
+			}
+			err := c.Update(ctx, probe.obj, client.DryRunAll)
+			if err == nil {
+				last = fmt.Errorf("probe update of %T allowed: webhook not in effect yet", probe.obj)
+				return false, nil
+			}
+			msg := err.Error()
+			if !apierrors.IsForbidden(err) || !strings.Contains(msg, `admission webhook "`+probe.webhook+`" denied the request`) || !strings.Contains(msg, "probe-switched") {
+				last = err
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("webhook not in effect: %w (last: %v)", err, last)
+	}
+	return nil
+}
+
+func createProbes(ctx context.Context, c client.Client) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ProbeNamespace}}
+	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	ref := gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{Name: "probe", Port: ptr.To[gwv1.PortNumber](80)}}
+	parent := []gwv1.ParentReference{{Name: "probe"}}
+	objs := []client.Object{
+		&gwv1.HTTPRoute{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ProbeNamespace, Name: "probe"},
+			Spec: gwv1.HTTPRouteSpec{
+				CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: parent},
+				Rules:           []gwv1.HTTPRouteRule{{BackendRefs: []gwv1.HTTPBackendRef{{BackendRef: ref}}}},
+			},
+		},
+		&gwv1.GRPCRoute{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ProbeNamespace, Name: "probe"},
+			Spec: gwv1.GRPCRouteSpec{
+				CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: parent},
+				Rules:           []gwv1.GRPCRouteRule{{BackendRefs: []gwv1.GRPCBackendRef{{BackendRef: ref}}}},
+			},
+		},
+	}
+	for _, o := range objs {
+		if err := c.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("probe %T: %w", o, err)
+		}
+	}
+	return nil
+}
