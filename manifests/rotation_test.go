@@ -40,6 +40,7 @@ import (
 
 	"github.com/cutover-guard/cutover-guard/certs"
 	"github.com/cutover-guard/cutover-guard/e2e/cluster"
+	"github.com/cutover-guard/cutover-guard/internal/loopback"
 )
 
 // TestCertRotation runs the image's binary out of cluster with the default
@@ -536,14 +537,9 @@ func impersonatingKubeconfig(t *testing.T, c *cluster.Cluster, path, user string
 // freePorts returns n distinct free loopback ports.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	ports, err := loopback.FreePorts(n)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return ports
 }

@@ -40,6 +40,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/cutover-guard/cutover-guard/internal/loopback"
 )
 
 // Controllers are the kube-controller-manager controllers the cluster runs.
@@ -278,7 +280,7 @@ func (c *Cluster) startAPIServer() error {
 }
 
 func (c *Cluster) startComponents() error {
-	ports, err := freePorts(3)
+	ports, err := loopback.FreePorts(3)
 	if err != nil {
 		return err
 	}

@@ -3,17 +3,9 @@ package tutorial
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +16,9 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/cutover-guard/cutover-guard/internal/loopback"
+	"github.com/cutover-guard/cutover-guard/internal/testcert"
 )
 
 // GuardOptions configure StartGuard.
@@ -91,22 +86,22 @@ func StartGuard(ctx context.Context, o GuardOptions) (*Guard, error) {
 	if err := os.MkdirAll(certDir, 0o700); err != nil {
 		return nil, err
 	}
-	caPEM, err := writeServingCert(certDir)
+	bundle, err := testcert.Issue()
+	if err == nil {
+		err = bundle.WriteKeyPair(certDir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("serving certificate: %w", err)
 	}
+	caPEM := bundle.CAPEM
 	logPath := filepath.Join(o.Dir, "cutover-guard.log")
-	// The guard serves the certificate written above from --cert-dir. A
-	// guard that can bootstrap its own certificate in the cluster is told
-	// not to.
-	var certArgs []string
-	if knowsFlag(ctx, o.Binary, "disable-cert-rotation") {
-		certArgs = append(certArgs, "--disable-cert-rotation")
-	}
+	// The guard serves the certificate written above from --cert-dir rather
+	// than bootstrapping its own in the cluster.
+	certArgs := []string{"--disable-cert-rotation"}
 
 	var lastErr error
 	for attempt := 1; attempt <= 3; attempt++ {
-		ports, err := freePorts(3)
+		ports, err := loopback.FreePorts(3)
 		if err != nil {
 			return nil, err
 		}
@@ -136,11 +131,6 @@ func StartGuard(ctx context.Context, o GuardOptions) (*Guard, error) {
 }
 
 // knowsFlag reports whether binary lists --name in its -h usage.
-func knowsFlag(ctx context.Context, binary, name string) bool {
-	out, _ := exec.CommandContext(ctx, binary, "-h").CombinedOutput()
-	return strings.Contains(string(out), "  -"+name+"\n") || strings.Contains(string(out), "  -"+name+" ")
-}
-
 func (g *Guard) start(binary string) error {
 	logFile, err := os.OpenFile(g.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -297,95 +287,6 @@ func httpGet(ctx context.Context, url string) (int, string, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body), err
-}
-
-// writeServingCert creates a throwaway CA and a serving certificate for
-// 127.0.0.1 and localhost signed by it, writes tls.crt and tls.key into dir,
-// and returns the CA certificate (PEM).
-func writeServingCert(dir string) ([]byte, error) {
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "cutover-guard e2e CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(7 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "cutover-guard"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(7 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	if err := os.WriteFile(filepath.Join(dir, "tls.key"), keyPEM, 0o600); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "tls.crt"), certPEM, 0o644); err != nil {
-		return nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), nil
-}
-
-func serial() *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		panic(err)
-	}
-	return n
-}
-
-// freePorts returns n distinct free TCP ports on 127.0.0.1; all listeners
-// are held until every port is picked.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var listeners []net.Listener
-	defer func() {
-		for _, l := range listeners {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		listeners = append(listeners, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 func readFile(path string) string {
