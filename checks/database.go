@@ -196,6 +196,14 @@ func (p *Prober) probe(ctx context.Context, raw string) (res probeResult) {
 		}
 	}()
 
+	// The cache is consulted before parsing: only a string that parsed is
+	// ever cached, and parsing a postgres URL reads files (pgpass, service
+	// file), which cost a cached answer most of its time.
+	key := sha256.Sum256([]byte(raw))
+	if r, ok := p.lookupCache(key); ok {
+		cached = true
+		return r
+	}
 	d, perr := parseDSN(raw)
 	if perr != nil {
 		return probeResult{
@@ -204,11 +212,6 @@ func (p *Prober) probe(ctx context.Context, raw string) (res probeResult) {
 			message:  "the database url in " + srcPlaceholder + " " + perr.message,
 			fix:      perr.fix,
 		}
-	}
-	key := sha256.Sum256([]byte(raw))
-	if r, ok := p.lookupCache(key); ok {
-		cached = true
-		return r
 	}
 	var ran atomic.Bool // this caller's probe went to the database
 	ch := p.group.DoChan(string(key[:]), func() (v any, _ error) {

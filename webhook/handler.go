@@ -48,16 +48,27 @@ func Scheme() *runtime.Scheme {
 
 // Handlers returns the HTTP handlers to serve, keyed by path.
 func Handlers(scheme *runtime.Scheme, o Options) map[string]http.Handler {
-	httpRoutes := admission.WithValidator(scheme, &Validator[*gwv1.HTTPRoute]{
+	return handlers(scheme, o, true)
+}
+
+// handlers builds the handlers, with or without the fast path in front
+// (without, every request goes through controller-runtime's decoder).
+func handlers(scheme *runtime.Scheme, o Options, fast bool) map[string]http.Handler {
+	httpRoutes := &Validator[*gwv1.HTTPRoute]{
 		Kind: KindHTTPRoute, Reduce: HTTPRouteOf, Guard: o.Guard, CheckCreate: o.CheckCreate, Recorder: o.Recorder, Metrics: o.Metrics,
-	})
-	grpcRoutes := admission.WithValidator(scheme, &Validator[*gwv1.GRPCRoute]{
-		Kind: KindGRPCRoute, Reduce: GRPCRouteOf, Guard: o.Guard, CheckCreate: o.CheckCreate, Recorder: o.Recorder, Metrics: o.Metrics,
-	})
-	return map[string]http.Handler{
-		PathHTTPRoute: withDeadline(wrap(KindHTTPRoute, httpRoutes.Handler, o.Logger), o.RequestTimeout),
-		PathGRPCRoute: withDeadline(wrap(KindGRPCRoute, grpcRoutes.Handler, o.Logger), o.RequestTimeout),
 	}
+	grpcRoutes := &Validator[*gwv1.GRPCRoute]{
+		Kind: KindGRPCRoute, Reduce: GRPCRouteOf, Guard: o.Guard, CheckCreate: o.CheckCreate, Recorder: o.Recorder, Metrics: o.Metrics,
+	}
+	hs := map[string]http.Handler{
+		PathHTTPRoute: withDeadline(wrap(KindHTTPRoute, admission.WithValidator(scheme, httpRoutes).Handler, o.Logger), o.RequestTimeout),
+		PathGRPCRoute: withDeadline(wrap(KindGRPCRoute, admission.WithValidator(scheme, grpcRoutes).Handler, o.Logger), o.RequestTimeout),
+	}
+	if fast {
+		hs[PathHTTPRoute] = &fastPath[*gwv1.HTTPRoute]{v: httpRoutes, log: admissionLogger(o.Logger), next: hs[PathHTTPRoute]}
+		hs[PathGRPCRoute] = &fastPath[*gwv1.GRPCRoute]{v: grpcRoutes, log: admissionLogger(o.Logger), next: hs[PathGRPCRoute]}
+	}
+	return hs
 }
 
 // wrap puts the route handler behind kind and subresource checks and collects

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -73,8 +74,7 @@ func (v *Validator[T]) decide(ctx context.Context, old *Route, obj T) (admission
 
 	targets, warnings := Targets(old, v.Reduce(obj))
 	if len(targets) == 0 {
-		v.Metrics.record(v.Kind, ResultAllowed, "fast", time.Since(start), checks.Result{})
-		log.V(1).Info("no backend newly receives traffic; allowed")
+		v.allowFast(log, start)
 		return warnings, nil
 	}
 
@@ -127,6 +127,12 @@ func (v *Validator[T]) decide(ctx context.Context, old *Route, obj T) (admission
 		v.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonCutoverDenied, "Cutover", "%s", truncate(msg, maxEventNote))
 	}
 	return warnings, errors.New(msg)
+}
+
+// allowFast records and logs an update that switches no traffic.
+func (v *Validator[T]) allowFast(log logr.Logger, start time.Time) {
+	v.Metrics.record(v.Kind, ResultAllowed, "fast", time.Since(start), checks.Result{})
+	log.V(1).Info("no backend newly receives traffic; allowed")
 }
 
 func isDryRun(ctx context.Context) bool {

@@ -116,5 +116,11 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
 	}
+	// As ctrl.GetConfig does: no client-side rate limit (API Priority and
+	// Fairness applies). client-go's default of 5 requests/s would hold a
+	// guard started with --kubeconfig to about one switch a second.
+	if cfg.QPS == 0 {
+		cfg.QPS = -1
+	}
 	return cfg, nil
 }

@@ -1,0 +1,398 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/cutover-guard/cutover-guard/e2e/cluster"
+	"github.com/cutover-guard/cutover-guard/internal/loopback"
+	"github.com/cutover-guard/cutover-guard/internal/testcert"
+)
+
+// The tutorial's namespace as the lab sets it up: app-blue and app-green
+// rolled out and Ready, both reading DATABASE_URL from a Secret that points
+// at the local PostgreSQL; app-red never Ready (its pods stay Pending); the
+// route myapp sending traffic to app-blue.
+const (
+	labNamespace = "production"
+	routeName    = "myapp"
+	localPGDSN   = "postgresql://postgres@127.0.0.1:5432/test?sslmode=disable"
+)
+
+var httpRoutes = schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "httproutes"}
+
+// lab is the local control plane with the tutorial's objects and the guard
+// processes under test.
+type lab struct {
+	s       settings
+	cluster *cluster.Cluster
+	cs      kubernetes.Interface // no client-side rate limit
+	dyn     dynamic.Interface
+	certs   *testcert.Bundle
+	certDir string
+	client  *http.Client // the load generator's: TLS, keep-alive
+	// warm runs with the default database cache, cold with none; flagged is
+	// started with --kubeconfig (see httpsLoad).
+	warm, cold, flagged  *guard
+	fastBody, switchBody []byte
+	k8sVersion           string
+}
+
+func startLab(ctx context.Context, s settings, r *report) (_ *lab, err error) {
+	if _, err := os.Stat(s.guardBin); err != nil {
+		return nil, fmt.Errorf("guard binary: %w (run make build)", err)
+	}
+	l := &lab{s: s}
+	defer func() {
+		if err != nil {
+			_ = l.stop()
+		}
+	}()
+	logf("starting the local control plane")
+	c, err := cluster.Start(ctx, cluster.Options{Timeout: 3 * time.Minute, Logf: func(f string, a ...any) {
+		if s.verbose {
+			logf(f, a...)
+		}
+	}})
+	if err != nil {
+		return nil, err
+	}
+	l.cluster = c
+	cfg := rest.CopyConfig(c.Config)
+	cfg.QPS, cfg.Burst = -1, 0 // API Priority and Fairness is the only limit
+	if l.cs, err = kubernetes.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	if l.dyn, err = dynamic.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	if v, err := l.cs.Discovery().ServerVersion(); err == nil {
+		l.k8sVersion = v.GitVersion
+	}
+	r.setEnv("control plane", fmt.Sprintf("kube-apiserver %s (e2e/cluster: etcd, kube-apiserver, controller-manager, scheduler, kwok), started in %s",
+		l.k8sVersion, c.StartDuration.Round(time.Second)))
+
+	if err := l.setUpNamespace(ctx, labNamespace); err != nil {
+		return nil, err
+	}
+	if l.fastBody, err = os.ReadFile(filepath.Join(s.repo, "webhook/testdata/labels-only.json")); err != nil {
+		return nil, err
+	}
+	if l.switchBody, err = os.ReadFile(filepath.Join(s.repo, "webhook/testdata/cutover-to-green.json")); err != nil {
+		return nil, err
+	}
+
+	if l.certs, err = testcert.Issue(); err != nil { // for 127.0.0.1 and localhost
+		return nil, err
+	}
+	l.certDir = filepath.Join(s.rawDir, "certs")
+	if err := os.MkdirAll(l.certDir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := l.certs.WriteKeyPair(l.certDir); err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(l.certs.CAPEM)
+	l.client = &http.Client{Transport: &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		MaxIdleConns:        512,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     time.Minute,
+		DisableCompression:  true,
+	}, Timeout: 30 * time.Second}
+
+	if l.warm, err = l.startGuard(ctx, "warm", true); err != nil {
+		return nil, err
+	}
+	if l.cold, err = l.startGuard(ctx, "cold", true, "--db-cache-ttl=0"); err != nil {
+		return nil, err
+	}
+	if l.flagged, err = l.startGuard(ctx, "kubeconfig-flag", false); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *lab) stop() error {
+	var errs []error
+	for _, g := range []*guard{l.warm, l.cold, l.flagged} {
+		if g != nil {
+			errs = append(errs, g.stop())
+		}
+	}
+	if l.cluster != nil {
+		logf("stopping the local control plane")
+		errs = append(errs, l.cluster.Stop())
+	}
+	return errors.Join(errs...)
+}
+
+// setUpNamespace creates the tutorial's objects in ns and waits until blue
+// and green are Ready with ready endpoints.
+func (l *lab) setUpNamespace(ctx context.Context, ns string) error {
+	logf("setting up namespace %s", ns)
+	create := func(err error) error {
+		if apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+		return err
+	}
+	if err := create(func() error {
+		_, err := l.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+		return err
+	}()); err != nil {
+		return err
+	}
+	if err := create(func() error {
+		_, err := l.cs.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db-credentials"},
+			StringData: map[string]string{"url": localPGDSN}}, metav1.CreateOptions{})
+		return err
+	}()); err != nil {
+		return err
+	}
+	for _, color := range []string{"blue", "green", "red"} {
+		name := "app-" + color
+		labels := map[string]string{"app": "myapp", "version": color}
+		if err := create(func() error {
+			_, err := l.cs.AppsV1().Deployments(ns).Create(ctx, appDeployment(name, labels, color == "red"), metav1.CreateOptions{})
+			return err
+		}()); err != nil {
+			return err
+		}
+		if err := create(func() error {
+			_, err := l.cs.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name},
+				Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}, metav1.CreateOptions{})
+			return err
+		}()); err != nil {
+			return err
+		}
+	}
+	route := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+		"metadata": map[string]any{"name": routeName, "namespace": ns},
+		"spec": map[string]any{
+			"parentRefs": []any{map[string]any{"name": "public", "namespace": ns}},
+			"rules":      routeRules("app-blue"),
+		},
+	}}
+	if err := create(func() error {
+		_, err := l.dyn.Resource(httpRoutes).Namespace(ns).Create(ctx, route, metav1.CreateOptions{})
+		return err
+	}()); err != nil {
+		return err
+	}
+	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		for _, name := range []string{"app-blue", "app-green"} {
+			d, err := l.cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil || !cluster.DeploymentReady(d) {
+				return false, nil
+			}
+			if n, err := cluster.ReadyEndpoints(ctx, l.cs, ns, name); err != nil || n < 2 {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// routeRules is the route's one rule sending everything to backend.
+func routeRules(backend string) []any {
+	return []any{map[string]any{
+		"matches":     []any{map[string]any{"path": map[string]any{"type": "PathPrefix", "value": "/"}}},
+		"backendRefs": []any{map[string]any{"name": backend, "port": int64(80)}},
+	}}
+}
+
+// appDeployment is one colour of the tutorial's app: two pause pods with a
+// readiness probe and DATABASE_URL from the Secret. pending keeps its pods
+// from ever being scheduled.
+func appDeployment(name string, labels map[string]string, pending bool) *appsv1.Deployment {
+	d := cluster.TestDeployment(name, 2, nil)
+	d.Spec.Selector.MatchLabels = labels
+	d.Spec.Template.Labels = labels
+	d.Labels = labels
+	if pending {
+		d.Spec.Template.Spec.NodeSelector = map[string]string{"cutover-guard.dev/no-such-node": "true"}
+	}
+	c := &d.Spec.Template.Spec.Containers[0]
+	c.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}}
+	c.Env = []corev1.EnvVar{{Name: "DATABASE_URL", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "db-credentials"}, Key: "url"}}}}
+	return d
+}
+
+// guard is one guard process.
+type guard struct {
+	name       string
+	cmd        *exec.Cmd
+	exited     chan struct{}
+	port       int
+	health     int
+	metrics    int
+	logPath    string
+	URL        string // the HTTPRoute webhook path, with the API server's timeout parameter
+	metricsURL string
+}
+
+// startGuard starts the guard binary against the lab's cluster. With
+// viaEnv the kubeconfig is given as $KUBECONFIG (as in a cluster, where the
+// guard finds its config without --kubeconfig); otherwise as --kubeconfig.
+func (l *lab) startGuard(ctx context.Context, name string, viaEnv bool, extra ...string) (*guard, error) {
+	ports, err := loopback.FreePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	g := &guard{name: name, port: ports[0], health: ports[1], metrics: ports[2], exited: make(chan struct{}),
+		logPath: filepath.Join(l.s.rawDir, "guard-"+name+".log")}
+	g.URL = fmt.Sprintf("https://127.0.0.1:%d/validate-httproute?timeout=10s", g.port)
+	g.metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", g.metrics)
+	args := []string{
+		"--cert-dir=" + l.certDir,
+		"--port=" + strconv.Itoa(g.port),
+		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(g.metrics),
+		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(g.health),
+		"--private-cidrs=127.0.0.1/32",
+	}
+	if l.guardHasFlag("disable-cert-rotation") {
+		// The bench brings its own certificate; the guard must not make one.
+		args = append(args, "--disable-cert-rotation")
+	}
+	env := append(os.Environ(), l.s.guardEnv...)
+	if viaEnv {
+		env = append(env, "KUBECONFIG="+l.cluster.Kubeconfig)
+	} else {
+		args = append(args, "--kubeconfig="+l.cluster.Kubeconfig)
+	}
+	args = append(args, extra...)
+	out, err := os.Create(g.logPath)
+	if err != nil {
+		return nil, err
+	}
+	g.cmd = exec.Command(l.s.guardBin, args...)
+	g.cmd.Env = env
+	g.cmd.Stdout, g.cmd.Stderr = out, out
+	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := g.cmd.Start(); err != nil {
+		out.Close()
+		return nil, err
+	}
+	go func() {
+		_ = g.cmd.Wait()
+		out.Close()
+		close(g.exited)
+	}()
+	ready := fmt.Sprintf("http://127.0.0.1:%d/readyz", g.health)
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		select {
+		case <-g.exited:
+			return false, fmt.Errorf("guard %s exited; see %s", name, g.logPath)
+		default:
+		}
+		resp, err := http.Get(ready)
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err != nil {
+		_ = g.stop()
+		return nil, fmt.Errorf("guard %s not ready: %w", name, err)
+	}
+	logf("guard %s (pid %d) serving on 127.0.0.1:%d", name, g.cmd.Process.Pid, g.port)
+	return g, nil
+}
+
+// guardHasFlag reports whether the guard binary knows --name (older
+// builds, measured for a before/after comparison, may not).
+func (l *lab) guardHasFlag(name string) bool {
+	out, _ := exec.Command(l.s.guardBin, "--help").CombinedOutput()
+	return strings.Contains(string(out), "-"+name+" ") || strings.Contains(string(out), "-"+name+"\n")
+}
+
+// stop ends the guard: SIGTERM, then SIGKILL after 10s.
+func (g *guard) stop() error {
+	if g.cmd == nil || g.cmd.Process == nil {
+		return nil
+	}
+	select {
+	case <-g.exited:
+		return nil
+	default:
+	}
+	_ = g.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-g.exited:
+		return nil
+	case <-time.After(10 * time.Second):
+		_ = g.cmd.Process.Kill()
+		<-g.exited
+		return fmt.Errorf("guard %s did not stop on SIGTERM", g.name)
+	}
+}
+
+// memory returns VmRSS and VmHWM (peak RSS) of pid in KiB.
+func memory(pid int) (rss, hwm int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		switch k {
+		case "VmRSS":
+			rss = n
+		case "VmHWM":
+			hwm = n
+		}
+	}
+	return rss, hwm, nil
+}
+
+// cpuTime is the user+system CPU time pid has used.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces: fields start after its ')'.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticks, nil
+}
+
+func (g *guard) pid() int { return g.cmd.Process.Pid }
