@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -30,6 +33,31 @@ type Guard struct {
 	Prober *Prober
 	// DatabaseEnv names the environment variables that hold a connection string.
 	DatabaseEnv []string
+	// MaxConcurrentTargets bounds how many targets are checked at once, so a
+	// route with hundreds of new backendRefs cannot flood the API server.
+	// Default DefaultMaxConcurrentTargets.
+	MaxConcurrentTargets int
+}
+
+// DefaultMaxConcurrentTargets is the default of Guard.MaxConcurrentTargets.
+const DefaultMaxConcurrentTargets = 16
+
+// Observed names an object a decision read, at the resourceVersion read, so
+// a decision can be traced to the state it saw.
+type Observed struct {
+	Kind            string
+	Namespace       string
+	Name            string
+	ResourceVersion string
+}
+
+// String renders the object as "deployment production/app-green@12345".
+func (o Observed) String() string {
+	return fmt.Sprintf("%s %s/%s@%s", strings.ToLower(o.Kind), o.Namespace, o.Name, o.ResourceVersion)
+}
+
+func observedObject(kind string, obj client.Object) Observed {
+	return Observed{Kind: kind, Namespace: obj.GetNamespace(), Name: obj.GetName(), ResourceVersion: obj.GetResourceVersion()}
 }
 
 // Run records how long one check took for one target.
@@ -43,10 +71,12 @@ type Run struct {
 	TimedOut bool
 }
 
-// Result is what Evaluate found: every finding, and one Run per check that ran.
+// Result is what Evaluate found: every finding, one Run per check that ran,
+// and the Services and Deployments the decision read.
 type Result struct {
 	Findings []Finding
 	Runs     []Run
+	Observed []Observed
 }
 
 // Denied reports whether any finding blocks the update.
@@ -66,11 +96,27 @@ func (r Result) Denied() bool {
 func (g *Guard) Evaluate(ctx context.Context, targets []Target) (Result, error) {
 	results := make([]Result, len(targets))
 	errs := make([]error, len(targets))
-	var wg sync.WaitGroup
-	for i, t := range targets {
-		wg.Go(func() { results[i], errs[i] = g.evaluate(ctx, t) })
+	limit := g.MaxConcurrentTargets
+	if limit <= 0 {
+		limit = DefaultMaxConcurrentTargets
 	}
-	wg.Wait()
+	// Not errgroup.WithContext: one target's error must not cancel the
+	// others' reads, and every target must report (a Timeout at worst).
+	var eg errgroup.Group
+	eg.SetLimit(limit)
+	for i, t := range targets {
+		eg.Go(func() error {
+			if ctx.Err() != nil {
+				// Waited for a slot past the deadline: report it as the
+				// first check that could not run.
+				results[i] = timedOut(t, CheckReference, 0)
+				return nil
+			}
+			results[i], errs[i] = g.evaluate(ctx, t)
+			return nil
+		})
+	}
+	_ = eg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return Result{}, err
 	}
@@ -78,6 +124,7 @@ func (g *Guard) Evaluate(ctx context.Context, targets []Target) (Result, error) 
 	for _, r := range results {
 		out.Findings = append(out.Findings, r.Findings...)
 		out.Runs = append(out.Runs, r.Runs...)
+		out.Observed = append(out.Observed, r.Observed...)
 	}
 	return out, nil
 }
@@ -99,6 +146,7 @@ func (g *Guard) evaluate(ctx context.Context, t Target) (Result, error) {
 	if err != nil || !done || svc == nil {
 		return res, err
 	}
+	res.Observed = append(res.Observed, observedObject("Service", svc))
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		res.Findings = append(res.Findings, Finding{Check: CheckReference, Severity: Warn, Service: t.Service, Object: "service " + svc.Name,
 			Reason: ReasonExternalNameNotChecked, Message: fmt.Sprintf("service %s is of type ExternalName; readiness not checked", svc.Name)})
@@ -115,6 +163,9 @@ func (g *Guard) evaluate(ctx context.Context, t Target) (Result, error) {
 	})
 	if err != nil || !done {
 		return res, err
+	}
+	for i := range deployments {
+		res.Observed = append(res.Observed, observedObject("Deployment", &deployments[i]))
 	}
 
 	type check struct {
@@ -152,6 +203,16 @@ func (g *Guard) evaluate(ctx context.Context, t Target) (Result, error) {
 	return res, errors.Join(errs...)
 }
 
+// timedOut is the Timeout denial of check c on t, which ran for took.
+func timedOut(t Target, c Check, took time.Duration) Result {
+	return Result{
+		Runs: []Run{{Target: t, Check: c, Duration: took, TimedOut: true, Denied: true}},
+		Findings: []Finding{{Check: c, Severity: Deny, Service: t.Service, Reason: ReasonTimeout,
+			Message: fmt.Sprintf("the %s check did not finish before the admission deadline (%s)", c, took.Round(time.Millisecond)),
+			Fix:     "retry; if it keeps timing out, raise the webhook timeoutSeconds or lower --db-timeout"}},
+	}
+}
+
 func checkOrder(c Check) int {
 	return slices.Index([]Check{CheckReference, CheckDeployment, CheckEndpoints, CheckDatabase}, c)
 }
@@ -177,11 +238,9 @@ func runCheck[T any](ctx context.Context, t Target, res *Result, c Check, fn fun
 	run := Run{Target: t, Check: c, Duration: o.took}
 	var zero T
 	if o.err != nil && ctx.Err() != nil {
-		run.TimedOut, run.Denied = true, true
-		res.Runs = append(res.Runs, run)
-		res.Findings = append(res.Findings, Finding{Check: c, Severity: Deny, Service: t.Service, Reason: ReasonTimeout,
-			Message: fmt.Sprintf("the %s check did not finish before the admission deadline (%s)", c, o.took.Round(time.Millisecond)),
-			Fix:     "retry; if it keeps timing out, raise the webhook timeoutSeconds or lower --db-timeout"})
+		to := timedOut(t, c, o.took)
+		res.Runs = append(res.Runs, to.Runs...)
+		res.Findings = append(res.Findings, to.Findings...)
 		return zero, false, nil
 	}
 	if o.err != nil {

@@ -3,7 +3,9 @@ package checks
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -518,5 +520,76 @@ func TestGuardEvaluateReferenceTimeout(t *testing.T) {
 	}
 	if len(res.Runs) != 1 || res.Runs[0].Check != CheckReference || !res.Runs[0].TimedOut {
 		t.Errorf("runs = %+v, want one timed out reference run", res.Runs)
+	}
+}
+
+// Targets are checked at most MaxConcurrentTargets at a time, and each is
+// still checked: a route with many new backends gets a verdict on every one.
+func TestGuardEvaluateBoundsConcurrentTargets(t *testing.T) {
+	const targets, limit = 40, 4
+	var inFlight, peak atomic.Int32
+	c := fake.NewClientBuilder().WithScheme(testScheme()).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			n := inFlight.Add(1)
+			defer inFlight.Add(-1)
+			for {
+				p := peak.Load()
+				if n <= p || peak.CompareAndSwap(p, n) {
+					break
+				}
+			}
+			// Hold the read until another would have started, were there no bound.
+			select {
+			case <-time.After(5 * time.Millisecond):
+			case <-ctx.Done():
+			}
+			return cl.Get(ctx, key, obj, opts...)
+		},
+	}).Build()
+	var ts []Target
+	for i := range targets {
+		tg := greenTarget()
+		tg.Service.Name = fmt.Sprintf("app-%d", i)
+		ts = append(ts, tg)
+	}
+	res, err := (&Guard{Reader: c, MaxConcurrentTargets: limit}).Evaluate(t.Context(), ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := peak.Load(); got > limit {
+		t.Errorf("%d targets were read at once, want at most %d", got, limit)
+	}
+	notFound := 0
+	for _, f := range res.Findings {
+		if f.Reason == ReasonServiceNotFound {
+			notFound++
+		}
+	}
+	if notFound != targets {
+		t.Errorf("%d ServiceNotFound findings, want one per target (%d): %v", notFound, targets, reasons(res.Findings))
+	}
+}
+
+// The Services and Deployments a decision read are reported with the
+// resourceVersion read, so a decision can be traced to the state it saw.
+func TestGuardEvaluateReportsObservedObjects(t *testing.T) {
+	svc, dep := greenService(), readyDeployment("app-green", 2)
+	c := fakeReader(svc, dep, slice("app-green", ptr.To(true)))
+	res, err := (&Guard{Reader: c}).Evaluate(t.Context(), []Target{greenTarget()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, o := range res.Observed {
+		if o.ResourceVersion == "" {
+			t.Errorf("%s was reported without a resourceVersion", o)
+		}
+		got = append(got, o.Kind+" "+o.Namespace+"/"+o.Name)
+	}
+	if diff := cmp.Diff([]string{"Service production/app-green", "Deployment production/app-green"}, got); diff != "" {
+		t.Errorf("observed (-want +got):\n%s", diff)
+	}
+	if s := res.Observed[1].String(); !strings.HasPrefix(s, "deployment production/app-green@") {
+		t.Errorf("Observed.String() = %q", s)
 	}
 }

@@ -117,7 +117,11 @@ func (v *Validator[T]) decide(ctx context.Context, old *Route, obj T) (admission
 	took := time.Since(start)
 	v.Metrics.record(v.Kind, result, "checked", took, res)
 	audit.set("decision", result)
-	log.Info("cutover "+strings.TrimPrefix(result, "allowed_"), "findings", reasons, "took", took.Round(time.Microsecond).String())
+	read := make([]string, len(res.Observed))
+	for i, o := range res.Observed {
+		read[i] = o.String()
+	}
+	log.Info("cutover "+strings.TrimPrefix(result, "allowed_"), "findings", reasons, "observed", read, "took", took.Round(time.Microsecond).String())
 
 	if len(denials) == 0 {
 		return warnings, nil
