@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,7 +23,7 @@ import (
 
 // requiredEnv makes missing tools or databases a failure instead of a skip
 // (`make test` sets it).
-const requiredEnv = "CUTOVER_GUARD_E2E_REQUIRED"
+const requiredEnv = tutorial.RequiredEnv
 
 // The local database servers `make test` expects (.ci/run starts them).
 const (
@@ -111,19 +110,9 @@ func setup(t *testing.T) *env {
 
 // start brings up the environment, or says why it cannot (skip).
 func start() (_ *env, skip string, _ error) {
-	toolsDir, err := cluster.ToolsDir()
-	if err != nil {
-		return nil, err.Error(), nil
-	}
-	if missing := cluster.MissingTools(toolsDir); len(missing) > 0 {
-		return nil, "control-plane tools not built (run hack/build-tools.sh or set " + cluster.ToolsEnv + "); missing: " + strings.Join(missing, ", "), nil
-	}
-	for _, addr := range []string{localPostgres, localMariaDB} {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			return nil, fmt.Sprintf("local database server %s not answering (.ci/run starts it): %v", addr, err), nil
-		}
-		c.Close()
+	toolsDir, skip := tutorial.Preflight(localPostgres, localMariaDB)
+	if skip != "" {
+		return nil, skip, nil
 	}
 
 	// A cold build of the guard on 2 cores takes minutes.

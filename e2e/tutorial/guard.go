@@ -58,9 +58,13 @@ type Guard struct {
 	// Args are the flags the guard runs with.
 	Args []string
 
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has been reaped
-	err  error         // exit status, valid after done
+	// StartedAt is when the current process was started.
+	StartedAt time.Time
+
+	binary string
+	cmd    *exec.Cmd
+	done   chan struct{} // closed when the process has been reaped
+	err    error         // exit status, valid after done
 }
 
 // StartGuard starts the guard out of cluster with a serving certificate for
@@ -145,10 +149,11 @@ func (g *Guard) start(binary string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start cutover-guard: %w", err)
 	}
-	g.cmd, g.done = cmd, make(chan struct{})
+	g.binary, g.cmd, g.done, g.err, g.StartedAt = binary, cmd, make(chan struct{}), nil, time.Now()
+	done := g.done
 	go func() {
 		g.err = cmd.Wait()
-		close(g.done)
+		close(done)
 	}()
 	return nil
 }
@@ -207,6 +212,62 @@ func (g *Guard) Stop() error {
 				return fmt.Errorf("cutover-guard (pid %d) did not exit after SIGKILL", pgid)
 			}
 		}
+	}
+	return nil
+}
+
+// Kill ends the guard with SIGKILL, as a node failure or the OOM killer
+// would, and waits until it has been reaped.
+func (g *Guard) Kill() error {
+	if g.Exited() {
+		return fmt.Errorf("cutover-guard (pid %d) has already exited: %v", g.PID(), g.err)
+	}
+	if err := g.Signal(syscall.SIGKILL); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.Wait(ctx); ctx.Err() != nil {
+		return fmt.Errorf("cutover-guard (pid %d) was not reaped after SIGKILL: %w", g.PID(), err)
+	}
+	return nil
+}
+
+// Signal sends sig to the guard's process group and returns at once.
+func (g *Guard) Signal(sig syscall.Signal) error {
+	if err := syscall.Kill(-g.PID(), sig); err != nil {
+		return fmt.Errorf("signal %s to cutover-guard (pid %d): %w", sig, g.PID(), err)
+	}
+	return nil
+}
+
+// Wait waits until the guard has exited and returns its exit status: nil
+// for status 0, an *exec.ExitError otherwise. It returns ctx's error if ctx
+// ends first.
+func (g *Guard) Wait(ctx context.Context) error {
+	select {
+	case <-g.done:
+		return g.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Restart starts the guard again after it has exited, with the same binary,
+// flags, ports and certificate (so the webhook configuration still points
+// at it), and returns once its /readyz answers; StartedAt is then the new
+// process's start. It must not be called while other methods run.
+func (g *Guard) Restart(ctx context.Context, timeout time.Duration) error {
+	if !g.Exited() {
+		return fmt.Errorf("restart cutover-guard: pid %d is still running; Stop or Kill it first", g.PID())
+	}
+	if err := g.start(g.binary); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := g.waitReady(ctx); err != nil {
+		return fmt.Errorf("restarted cutover-guard did not become ready: %w\n%s", err, g.LogTail(30))
 	}
 	return nil
 }
