@@ -30,6 +30,9 @@ type Options struct {
 	Recorder    events.EventRecorder
 	Metrics     *Metrics
 	CheckCreate bool
+	// OverrideGroups are the users and groups who may override a denial
+	// with AnnotationOverride; empty means nobody.
+	OverrideGroups []string
 	// RequestTimeout bounds a decision when the API server sends no timeout.
 	RequestTimeout time.Duration
 	// Logger, if set, replaces controller-runtime's global logger for
@@ -56,9 +59,11 @@ func Handlers(scheme *runtime.Scheme, o Options) map[string]http.Handler {
 func handlers(scheme *runtime.Scheme, o Options, fast bool) map[string]http.Handler {
 	httpRoutes := &Validator[*gwv1.HTTPRoute]{
 		Kind: KindHTTPRoute, Reduce: HTTPRouteOf, Guard: o.Guard, CheckCreate: o.CheckCreate, Recorder: o.Recorder, Metrics: o.Metrics,
+		OverrideGroups: o.OverrideGroups,
 	}
 	grpcRoutes := &Validator[*gwv1.GRPCRoute]{
 		Kind: KindGRPCRoute, Reduce: GRPCRouteOf, Guard: o.Guard, CheckCreate: o.CheckCreate, Recorder: o.Recorder, Metrics: o.Metrics,
+		OverrideGroups: o.OverrideGroups,
 	}
 	hs := map[string]http.Handler{
 		PathHTTPRoute: withDeadline(wrap(KindHTTPRoute, admission.WithValidator(scheme, httpRoutes).Handler, o.Logger), o.RequestTimeout),

@@ -19,6 +19,7 @@ type Metrics struct {
 	findings      *prometheus.CounterVec
 	dbProbes      *prometheus.CounterVec
 	dbProbeTime   *prometheus.HistogramVec
+	overrides     *prometheus.CounterVec
 }
 
 // Decision results, used as the "result" label.
@@ -27,6 +28,9 @@ const (
 	ResultWarned  = "allowed_with_warnings"
 	ResultDenied  = "denied"
 	ResultError   = "error"
+	// ResultOverridden: the checks denied the switch and an allowed user
+	// overrode them (see AnnotationOverride).
+	ResultOverridden = "overridden"
 )
 
 // NewMetrics creates the metrics and registers them with reg (use
@@ -61,8 +65,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time a database probe took (cached answers included), by outcome.",
 			Buckets: buckets,
 		}, []string{"result"}),
+		overrides: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cutover_guard_overrides_total",
+			Help: "Switches carrying the " + AnnotationOverride + " annotation, by route kind and outcome (overridden, not_needed, refused_not_allowed, refused_no_reason, ignored_leftover).",
+		}, []string{"kind", "result"}),
 	}
-	reg.MustRegister(m.decisions, m.decisionTime, m.checkDuration, m.findings, m.dbProbes, m.dbProbeTime)
+	reg.MustRegister(m.decisions, m.decisionTime, m.checkDuration, m.findings, m.dbProbes, m.dbProbeTime, m.overrides)
 	return m
 }
 
@@ -106,4 +114,13 @@ func (m *Metrics) record(kind, result, path string, took time.Duration, res chec
 		}
 		m.findings.WithLabelValues(string(f.Check), string(f.Reason), sev).Inc()
 	}
+}
+
+// recordOverride counts one switch carrying the override annotation; result
+// is one of the Override* outcomes.
+func (m *Metrics) recordOverride(kind, result string) {
+	if m == nil {
+		return
+	}
+	m.overrides.WithLabelValues(kind, result).Inc()
 }

@@ -47,6 +47,9 @@ type Validator[T client.Object] struct {
 	CheckCreate bool
 	Recorder    events.EventRecorder
 	Metrics     *Metrics
+	// OverrideGroups are the users and groups who may let a denied switch
+	// through with AnnotationOverride; empty means nobody.
+	OverrideGroups []string
 }
 
 // ValidateCreate checks a new route only when CheckCreate is set.
@@ -54,12 +57,13 @@ func (v *Validator[T]) ValidateCreate(ctx context.Context, obj T) (admission.War
 	if !v.CheckCreate {
 		return nil, nil
 	}
-	return v.decide(ctx, nil, obj)
+	var none T
+	return v.decide(ctx, none, obj)
 }
 
 // ValidateUpdate denies an update that moves traffic to a backend that cannot serve.
 func (v *Validator[T]) ValidateUpdate(ctx context.Context, oldObj, newObj T) (admission.Warnings, error) {
-	return v.decide(ctx, v.Reduce(oldObj), newObj)
+	return v.decide(ctx, oldObj, newObj)
 }
 
 // ValidateDelete allows every delete.
@@ -67,12 +71,13 @@ func (v *Validator[T]) ValidateDelete(context.Context, T) (admission.Warnings, e
 	return nil, nil
 }
 
-func (v *Validator[T]) decide(ctx context.Context, old *Route, obj T) (admission.Warnings, error) {
+// decide checks the targets of a write; oldObj is the zero T for a create.
+func (v *Validator[T]) decide(ctx context.Context, oldObj, obj T) (admission.Warnings, error) {
 	start := time.Now()
 	log := logf.FromContext(ctx)
 	audit := auditFromContext(ctx)
 
-	targets, warnings := Targets(old, v.Reduce(obj))
+	targets, warnings := Targets(v.Reduce(oldObj), v.Reduce(obj))
 	if len(targets) == 0 {
 		v.allowFast(log, start)
 		return warnings, nil
@@ -84,6 +89,10 @@ func (v *Validator[T]) decide(ctx context.Context, old *Route, obj T) (admission
 	}
 	audit.set("targets", strings.Join(names, ","))
 	log = log.WithValues("targets", names)
+	override := overrideOf(ctx, oldObj, obj, v.OverrideGroups)
+	if err := v.refuseOverride(ctx, log, obj, override, start); err != nil {
+		return warnings, err
+	}
 
 	res, err := v.Guard.Evaluate(ctx, targets)
 	if err != nil {
@@ -107,8 +116,13 @@ func (v *Validator[T]) decide(ctx context.Context, old *Route, obj T) (admission
 		audit.set("findings", strings.Join(reasons, ","))
 	}
 
+	warnings = append(override.warnings(denials), warnings...)
+	log = v.noteOverride(log, audit, override, override.outcome(len(denials) > 0))
+
 	result := ResultAllowed
 	switch {
+	case len(denials) > 0 && override.applies():
+		result = ResultOverridden
 	case len(denials) > 0:
 		result = ResultDenied
 	case len(warnings) > 0:
@@ -123,7 +137,10 @@ func (v *Validator[T]) decide(ctx context.Context, old *Route, obj T) (admission
 	}
 	log.Info("cutover "+strings.TrimPrefix(result, "allowed_"), "findings", reasons, "observed", read, "took", took.Round(time.Microsecond).String())
 
-	if len(denials) == 0 {
+	if result == ResultOverridden {
+		v.recordOverridden(ctx, obj, override, denials)
+	}
+	if len(denials) == 0 || result == ResultOverridden {
 		return warnings, nil
 	}
 	msg := strings.Join(denials, "\n")

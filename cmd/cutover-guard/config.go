@@ -30,6 +30,9 @@ type Config struct {
 	EnableHTTP2    bool
 	SkipDatabase   bool
 	Zap            zap.Options
+	// OverrideGroups are the users and groups who may let a denied switch
+	// through with the cutover-guard.dev/override annotation; empty: nobody.
+	OverrideGroups []string
 
 	// DisableCertRotation leaves CertDir to someone else (cert-manager, a
 	// mounted Secret) instead of bootstrapping and rotating the certificate.
@@ -60,6 +63,7 @@ func parseFlags(name string, args []string) (Config, error) {
 	fs.StringVar(&cfg.Certs.SecretName, "cert-secret-name", certs.DefaultSecretName, "Secret (in --namespace) that keeps the CA and serving certificate; it must exist and is filled by the guard")
 	fs.StringVar(&cfg.Certs.ServiceName, "service-name", certs.DefaultServiceName, "Service (in --namespace) the API server calls; the certificate names <service>.<namespace>.svc")
 	fs.StringVar(&cfg.Certs.WebhookConfigName, "webhook-config-name", certs.DefaultWebhookConfigName, "ValidatingWebhookConfiguration that receives the CA as caBundle")
+	overriders := fs.String("override-groups", "", "comma-separated users and groups who may let a denied switch through with the cutover-guard.dev/override annotation; empty: nobody")
 	dnsNames := fs.String("cert-dns-names", "", "comma-separated extra DNS names for the serving certificate (e.g. localhost for a webhook called by URL)")
 	cfg.Zap.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -85,6 +89,9 @@ func parseFlags(name string, args []string) (Config, error) {
 		}
 	}
 	var errs []error
+	if cfg.OverrideGroups, err = parseOverriders(*overriders); err != nil {
+		errs = append(errs, fmt.Errorf("--override-groups: %w", err))
+	}
 	if !cfg.DisableCertRotation {
 		errs = append(errs, cfg.Certs.Validate())
 	}
@@ -131,4 +138,26 @@ func joinPrefixes(ps []netip.Prefix) string {
 		s[i] = p.String()
 	}
 	return strings.Join(s, ",")
+}
+
+// parseOverriders splits --override-groups into user and group names; an
+// empty list means nobody may override.
+func parseOverriders(s string) ([]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []string
+	var errs []error
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		switch part {
+		case "":
+			errs = append(errs, fmt.Errorf("%q has an empty entry; list user or group names separated by commas", s))
+		case "system:authenticated", "system:unauthenticated":
+			errs = append(errs, fmt.Errorf("%s would let every user override the guard; list the users or groups who may", part))
+		default:
+			out = append(out, part)
+		}
+	}
+	return out, errors.Join(errs...)
 }

@@ -52,6 +52,27 @@ func TestParseFlags(t *testing.T) {
 		"an unknown flag is refused":      {args: []string{"--no-such-flag"}, wantErr: "flag provided but not defined: -no-such-flag"},
 		"several problems are all named":  {args: []string{"--db-timeout=-1s", "--request-timeout=0s"}, wantErr: "--db-timeout must be positive\n--request-timeout must be positive"},
 		"a negative cache TTL is refused": {args: []string{"--db-cache-ttl=-1s"}, wantErr: "--db-cache-ttl must not be negative"},
+		"nobody may override by default": {
+			check: func(t *testing.T, c Config) {
+				if c.OverrideGroups != nil {
+					t.Errorf("override groups = %q, want none", c.OverrideGroups)
+				}
+			},
+		},
+		"override groups are parsed and trimmed": {
+			args: []string{"--override-groups=sre, release-bot"},
+			check: func(t *testing.T, c Config) {
+				if diff := cmp.Diff([]string{"sre", "release-bot"}, c.OverrideGroups); diff != "" {
+					t.Errorf("override groups (-want +got):\n%s", diff)
+				}
+			},
+		},
+		"an empty override group entry is refused": {
+			args: []string{"--override-groups=sre,,release-bot"}, wantErr: `--override-groups: "sre,,release-bot" has an empty entry; list user or group names separated by commas`,
+		},
+		"an override group every user is in is refused": {
+			args: []string{"--override-groups=system:authenticated"}, wantErr: "--override-groups: system:authenticated would let every user override the guard",
+		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

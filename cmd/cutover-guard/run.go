@@ -72,6 +72,7 @@ func run(ctx context.Context, cfg Config) error {
 		Recorder:       webhook.LegacyRecorder(mgr.GetEventRecorderFor("cutover-guard")), //nolint:staticcheck // see LegacyRecorder
 		Metrics:        metrics,
 		CheckCreate:    cfg.CheckCreate,
+		OverrideGroups: cfg.OverrideGroups,
 		RequestTimeout: cfg.RequestTimeout,
 	}) {
 		server.Register(path, h)
@@ -100,7 +101,7 @@ func run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	log.Info("starting", "port", cfg.Port, "certDir", cfg.CertDir, "certRotation", rotation != nil, "privateCIDRs", joinPrefixes(cfg.PrivateCIDRs),
-		"dbTimeout", cfg.DBTimeout.String(), "checkCreate", cfg.CheckCreate, "databaseURLEnv", cfg.DatabaseURLEnv)
+		"dbTimeout", cfg.DBTimeout.String(), "checkCreate", cfg.CheckCreate, "databaseURLEnv", cfg.DatabaseURLEnv, "overrideGroups", cfg.OverrideGroups)
 	return mgr.Start(ctx)
 }
 
