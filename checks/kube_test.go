@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -325,7 +327,7 @@ func TestDeploymentReady(t *testing.T) {
 			}
 			var objs []client.Object
 			for _, d := range tc.deployments {
-				objs = append(objs, d)
+				objs = append(objs, d, replicaSetOf(d, "6a1e", ptr.Deref(d.Spec.Replicas, 1)))
 			}
 			selected, err := SelectDeployments(t.Context(), fakeReader(objs...), svc)
 			if err != nil {
@@ -591,5 +593,289 @@ func TestGuardEvaluateReportsObservedObjects(t *testing.T) {
 	}
 	if s := res.Observed[1].String(); !strings.HasPrefix(s, "deployment production/app-green@") {
 		t.Errorf("Observed.String() = %q", s)
+	}
+}
+
+// replicaSetOf is the ReplicaSet the deployment controller makes for d: its
+// pod template labels plus pod-template-hash, controlled by d.
+func replicaSetOf(d *appsv1.Deployment, hash string, replicas int32) *appsv1.ReplicaSet {
+	l := map[string]string{appsv1.DefaultDeploymentUniqueLabelKey: hash}
+	for k, v := range d.Spec.Template.Labels {
+		l[k] = v
+	}
+	return &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: d.Namespace, Name: d.Name + "-" + hash, Labels: l,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: d.Name, UID: "uid-" + types.UID(d.Name),
+				Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}}},
+		Spec: appsv1.ReplicaSetSpec{Replicas: ptr.To(replicas), Selector: &metav1.LabelSelector{MatchLabels: l},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: l}, Spec: d.Spec.Template.Spec}},
+	}
+}
+
+// pendingPod is a pod of rs that no node took.
+func pendingPod(rs *appsv1.ReplicaSet, i int) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: rs.Namespace, Name: fmt.Sprintf("%s-%d", rs.Name, i), Labels: rs.Spec.Template.Labels,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, Controller: ptr.To(true)}}},
+		Spec:   rs.Spec.Template.Spec,
+		Status: corev1.PodStatus{Phase: corev1.PodPending},
+	}
+}
+
+// renamed is readyDeployment(name) serving the labels of version.
+func renamed(name, version string, replicas int32) *appsv1.Deployment {
+	d := readyDeployment(name, replicas)
+	l := map[string]string{"app": "myapp", "version": version}
+	d.Spec.Selector.MatchLabels, d.Spec.Template.Labels = l, l
+	return d
+}
+
+func scaledToZero(d *appsv1.Deployment) *appsv1.Deployment {
+	d.Spec.Replicas = ptr.To[int32](0)
+	d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation}
+	return d
+}
+
+// SelectDeployments finds the Deployments behind a Service from the
+// Service's name and the ReplicaSets its selector matches, never by listing
+// the namespace's Deployments.
+func TestSelectDeploymentsFromTheTargetsObjects(t *testing.T) {
+	green := readyDeployment("app-green", 2)
+	web := renamed("web-v2", "green", 2)
+	blue := readyDeployment("app-blue", 2)
+	tests := map[string]struct {
+		svc  *corev1.Service
+		objs []client.Object
+		want []string
+		// wantReasons, when set, are DeploymentReady's reasons on the selection.
+		wantReasons []Reason
+	}{
+		"the deployment named like the service is found before its controller made a replicaset": {
+			objs: []client.Object{green},
+			want: []string{"app-green"},
+		},
+		"a deployment named unlike the service is found through its replicaset": {
+			objs: []client.Object{web, replicaSetOf(web, "7d9f", 2)},
+			want: []string{"web-v2"},
+		},
+		"a deployment mid-rollout, with pods from two replicasets, is found once": {
+			objs: []client.Object{web, replicaSetOf(web, "old1", 1), replicaSetOf(web, "new2", 2)},
+			want: []string{"web-v2"},
+		},
+		"a deployment whose pods are all pending is found and denied": {
+			objs: func() []client.Object {
+				d := renamed("web-v2", "green", 2)
+				d.Status.ReadyReplicas, d.Status.AvailableReplicas = 0, 0
+				rs := replicaSetOf(d, "7d9f", 2)
+				return []client.Object{d, rs, pendingPod(rs, 0), pendingPod(rs, 1)}
+			}(),
+			want:        []string{"web-v2"},
+			wantReasons: []Reason{ReasonNotReady},
+		},
+		"a deployment named unlike the service and scaled to zero is found through the replicaset it keeps": {
+			objs:        []client.Object{scaledToZero(renamed("web-v2", "green", 2)), replicaSetOf(web, "7d9f", 0)},
+			want:        []string{"web-v2"},
+			wantReasons: []Reason{ReasonScaledToZero},
+		},
+		"the tutorial's app-blue scaled to zero is found and denied as scaled to zero": {
+			svc:         service("app-blue", map[string]string{"app": "myapp", "version": "blue"}, 80),
+			objs:        []client.Object{scaledToZero(readyDeployment("app-blue", 2)), replicaSetOf(blue, "5c4b", 0), green, replicaSetOf(green, "6a1e", 2)},
+			want:        []string{"app-blue"},
+			wantReasons: []Reason{ReasonScaledToZero},
+		},
+		"a deployment whose template no longer matches is not selected, though its old replicaset does": {
+			objs: func() []client.Object {
+				d := renamed("web-v2", "green", 2)
+				old := replicaSetOf(d, "old1", 0)
+				d.Spec.Template.Labels = map[string]string{"app": "myapp", "version": "purple"}
+				return []client.Object{d, old, replicaSetOf(d, "new2", 2)}
+			}(),
+			wantReasons: []Reason{ReasonNoDeployment},
+		},
+		"the deployment named like the service is not selected when its template does not match": {
+			objs:        []client.Object{renamed("app-green", "blue", 2)},
+			wantReasons: []Reason{ReasonNoDeployment},
+		},
+		"a replicaset no deployment controls is ignored": {
+			objs: func() []client.Object {
+				bare := replicaSetOf(web, "7d9f", 2)
+				bare.OwnerReferences = nil
+				rollout := replicaSetOf(web, "8e0a", 2)
+				rollout.OwnerReferences[0].APIVersion, rollout.OwnerReferences[0].Kind = "argoproj.io/v1alpha1", "Rollout"
+				notController := replicaSetOf(web, "9f1b", 2)
+				notController.OwnerReferences[0].Controller = nil
+				return []client.Object{web, bare, rollout, notController}
+			}(),
+			wantReasons: []Reason{ReasonNoDeployment},
+		},
+		"a replicaset whose deployment is gone is ignored": {
+			objs:        []client.Object{replicaSetOf(web, "7d9f", 2)},
+			wantReasons: []Reason{ReasonNoDeployment},
+		},
+		"a matching deployment in another namespace is not found": {
+			objs: func() []client.Object {
+				d := renamed("web-v2", "green", 2)
+				d.Namespace = "staging"
+				return []client.Object{d, replicaSetOf(d, "7d9f", 2)}
+			}(),
+			wantReasons: []Reason{ReasonNoDeployment},
+		},
+		"a deployment named unlike the service whose controller made no replicaset yet is not found": {
+			objs:        []client.Object{web},
+			wantReasons: []Reason{ReasonNoDeployment},
+		},
+		"every deployment a broad selector matches is found, sorted by name": {
+			svc: service("app-green", map[string]string{"app": "myapp"}, 80),
+			objs: []client.Object{web, replicaSetOf(web, "7d9f", 2), blue, replicaSetOf(blue, "5c4b", 2), green, replicaSetOf(green, "6a1e", 2),
+				renamed("other", "green", 1)},
+			want: []string{"app-blue", "app-green", "web-v2"},
+		},
+		"a service without a selector selects none": {
+			svc:  service("app-green", nil, 80),
+			objs: []client.Object{green, replicaSetOf(green, "6a1e", 2)},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			svc := tc.svc
+			if svc == nil {
+				svc = greenService()
+			}
+			var objs []client.Object
+			for _, o := range tc.objs {
+				objs = append(objs, o.DeepCopyObject().(client.Object))
+			}
+			var listedDeployments atomic.Int32
+			r := fake.NewClientBuilder().WithScheme(testScheme()).WithObjects(objs...).WithInterceptorFuncs(interceptor.Funcs{
+				List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+					if _, ok := list.(*appsv1.DeploymentList); ok {
+						listedDeployments.Add(1)
+					}
+					return cl.List(ctx, list, opts...)
+				},
+			}).Build()
+			selected, err := SelectDeployments(t.Context(), r, svc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, d := range selected {
+				got = append(got, d.Name)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("selected (-want +got):\n%s", diff)
+			}
+			if n := listedDeployments.Load(); n != 0 {
+				t.Errorf("the namespace's deployments were listed %d times", n)
+			}
+			if tc.wantReasons != nil {
+				if diff := cmp.Diff(tc.wantReasons, reasons(DeploymentReady(svc, selected))); diff != "" {
+					t.Errorf("reasons (-want +got):\n%s", diff)
+				}
+			}
+		})
+	}
+}
+
+// What a switch reads to find its Deployment does not grow with the number
+// of other Deployments, ReplicaSets and pods in the target's namespace.
+func TestSelectDeploymentsReadsDoNotGrowWithTheNamespace(t *testing.T) {
+	type reads struct{ Calls, Objects int }
+	measure := func(t *testing.T, others int) reads {
+		t.Helper()
+		green := readyDeployment("app-green", 2)
+		objs := []client.Object{green, replicaSetOf(green, "6a1e", 2), replicaSetOf(green, "5b0d", 0)}
+		for i := range others {
+			d := readyDeployment(fmt.Sprintf("other-%03d", i), 3)
+			l := map[string]string{"app": fmt.Sprintf("other-%03d", i)}
+			d.Spec.Selector.MatchLabels, d.Spec.Template.Labels = l, l
+			rs := replicaSetOf(d, "1a2b", 3)
+			objs = append(objs, d, rs, pendingPod(rs, 0), pendingPod(rs, 1), pendingPod(rs, 2))
+		}
+		var mu sync.Mutex
+		var got reads
+		count := func(objects int) {
+			mu.Lock()
+			defer mu.Unlock()
+			got.Calls++
+			got.Objects += objects
+		}
+		r := fake.NewClientBuilder().WithScheme(testScheme()).WithObjects(objs...).WithInterceptorFuncs(interceptor.Funcs{
+			Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+				count(1)
+				return cl.Get(ctx, key, obj, opts...)
+			},
+			List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+				err := cl.List(ctx, list, opts...)
+				count(meta.LenList(list))
+				return err
+			},
+		}).Build()
+		selected, err := SelectDeployments(t.Context(), r, greenService())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(selected) != 1 || selected[0].Name != "app-green" {
+			t.Fatalf("selected %v, want app-green", selected)
+		}
+		return got
+	}
+	alone := measure(t, 0)
+	// A GET of app-green and a LIST of its two ReplicaSets.
+	if diff := cmp.Diff(reads{Calls: 2, Objects: 3}, alone); diff != "" {
+		t.Errorf("reads in an empty namespace (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(alone, measure(t, 100)); diff != "" {
+		t.Errorf("reads with 100 other apps in the namespace (-alone +crowded):\n%s", diff)
+	}
+}
+
+// A read that fails is an error that names what was read; a guard whose
+// ClusterRole predates the ReplicaSet read is told how to fix it.
+func TestSelectDeploymentsReadErrors(t *testing.T) {
+	gr := schema.GroupResource{Group: "apps", Resource: "replicasets"}
+	tests := map[string]struct {
+		funcs interceptor.Funcs
+		want  []string
+	}{
+		"a forbidden replicaset list says which permission to grant": {
+			funcs: interceptor.Funcs{List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+				return apierrors.NewForbidden(gr, "", errors.New("cannot list resource"))
+			}},
+			want: []string{"listing replicasets that match the selector of service production/app-green",
+				"grant the guard list on replicasets.apps (apply this version's manifests/rbac)"},
+		},
+		"a failed deployment read names the deployment": {
+			funcs: interceptor.Funcs{Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+				return apierrors.NewServiceUnavailable("etcd is down")
+			}},
+			want: []string{"reading deployment production/app-green: etcd is down"},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			green := readyDeployment("app-green", 2)
+			r := fake.NewClientBuilder().WithScheme(testScheme()).WithObjects(green, replicaSetOf(green, "6a1e", 2)).
+				WithInterceptorFuncs(tc.funcs).Build()
+			_, err := SelectDeployments(t.Context(), r, greenService())
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// The warning for a Service whose Deployment cannot be found says where the
+// guard looked.
+func TestNoDeploymentFoundSaysWhereItLooked(t *testing.T) {
+	got := DeploymentReady(greenService(), nil)
+	want := "service production/app-green: no deployment named app-green or owning a replicaset that matches app=myapp,version=green; workload readiness not checked"
+	if len(got) != 1 || got[0].Severity != Warn || got[0].String() != want {
+		t.Errorf("findings = %v, want one warning %q", got, want)
 	}
 }

@@ -302,7 +302,8 @@ func checkGuardRole(t *testing.T, role *rbacv1.ClusterRole) {
 	}
 	want := map[string][]string{
 		"services.":                                 {"get", "list"},
-		"deployments.apps":                          {"get", "list"},
+		"deployments.apps":                          {"get"},
+		"replicasets.apps":                          {"list"},
 		"endpointslices.discovery.k8s.io":           {"get", "list"},
 		"referencegrants.gateway.networking.k8s.io": {"get", "list"},
 		"secrets.":                                  {"get"},

@@ -7,10 +7,13 @@ package main
 // certs.
 //
 // Package checks reads live state (never list and watch for a cache), and
-// reads Secrets and ConfigMaps only by name, for the database check:
+// reads Secrets and ConfigMaps only by name, for the database check. It reads
+// Deployments by name too: the one named like the Service and those that
+// control the ReplicaSets the Service's selector matches (listed by label):
 //
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list
-// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get
+// +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=list
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=referencegrants,verbs=get;list
 // +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get
