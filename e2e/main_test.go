@@ -149,7 +149,7 @@ func start() (_ *env, skip string, _ error) {
 		Dir:        dir,
 		DBTimeout:  dbTimeout,
 		// Details too: no secret may appear at any level.
-		Args: []string{"--zap-log-level=debug"},
+		Args: []string{"--zap-log-level=debug", "--override-groups=" + overrideGroup},
 	})
 	if err != nil {
 		return fail(err)
