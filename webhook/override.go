@@ -176,7 +176,9 @@ func (v *Validator[T]) noteOverride(log logr.Logger, a *audit, o overrideRequest
 	}
 	a.set("overrideResult", outcome)
 	if o.fresh {
-		a.set("override", o.reason)
+		if o.reason != "" {
+			a.set("override", o.reason)
+		}
 		log = log.WithValues("overrideUser", o.user, "overrideReason", o.reason)
 	}
 	if outcome == OverrideApplied {

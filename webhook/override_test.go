@@ -201,7 +201,7 @@ func TestOverride(t *testing.T) {
 				`set it to why this switch must go through despite the checks (e.g. "INC-1234: green verified by hand"), or remove the annotation`,
 			wantEvents: []string{"Warning CutoverDenied httproute production/myapp: cutover-guard.dev/override is set by user alice without a reason; " +
 				`set it to why this switch must go through despite the checks (e.g. "INC-1234: green verified by hand"), or remove the annotation`},
-			wantAudit:   map[string]string{"decision": "denied", "targets": "service production/app-green:80", "override": "", "overrideResult": "refused_no_reason"},
+			wantAudit:   map[string]string{"decision": "denied", "targets": "service production/app-green:80", "overrideResult": "refused_no_reason"},
 			wantNoReads: true, wantDecision: ResultDenied, wantOverride: OverrideNoReason,
 		},
 		"an annotation left from an earlier override is ignored and the checks deny as usual": {
