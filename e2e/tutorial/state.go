@@ -134,22 +134,44 @@ func WaitServing(ctx context.Context, c client.Client, namespace, name string) e
 			last = err.Error()
 			return false, nil
 		}
-		want := replicas(&d)
-		st := d.Status
-		last = fmt.Sprintf("deployment: generation %d observed %d, replicas %d/%d updated %d ready %d available %d",
-			d.Generation, st.ObservedGeneration, st.Replicas, want, st.UpdatedReplicas, st.ReadyReplicas, st.AvailableReplicas)
-		if want < 1 || d.Spec.Paused || st.ObservedGeneration < d.Generation ||
-			st.Replicas != want || st.UpdatedReplicas != want || st.ReadyReplicas != want || st.AvailableReplicas != want {
+		last = "deployment: " + DeploymentState(&d)
+		if !FullyReady(&d) {
 			return false, nil
 		}
 		n, err := ReadyEndpoints(ctx, c, namespace, name)
 		last += fmt.Sprintf("; service %s: %d ready endpoints", name, n)
-		return err == nil && n == int(want), nil
+		return err == nil && n == int(replicas(&d)), nil
 	})
 	if err != nil {
 		return fmt.Errorf("deployment %s/%s not serving: %w (%s)", namespace, name, err, last)
 	}
 	return nil
+}
+
+// FullyReady restates, for the tests, the rule a Deployment must meet to
+// take traffic: at least one replica wanted, the latest generation
+// observed, every replica updated, ready and available, no old pods left,
+// not paused, and no ProgressDeadlineExceeded. It reads only d.
+func FullyReady(d *appsv1.Deployment) bool {
+	want := replicas(d)
+	st := d.Status
+	if want < 1 || d.Spec.Paused || st.ObservedGeneration < d.Generation ||
+		st.Replicas != want || st.UpdatedReplicas != want || st.ReadyReplicas != want || st.AvailableReplicas != want {
+		return false
+	}
+	for _, c := range st.Conditions {
+		if c.Type == appsv1.DeploymentProgressing && c.Reason == "ProgressDeadlineExceeded" {
+			return false
+		}
+	}
+	return true
+}
+
+// DeploymentState summarises the fields FullyReady reads, for messages.
+func DeploymentState(d *appsv1.Deployment) string {
+	st := d.Status
+	return fmt.Sprintf("generation %d observed %d, replicas %d/%d updated %d ready %d available %d, paused %t",
+		d.Generation, st.ObservedGeneration, st.Replicas, replicas(d), st.UpdatedReplicas, st.ReadyReplicas, st.AvailableReplicas, d.Spec.Paused)
 }
 
 // WaitPending waits until every replica of Deployment name exists, is

@@ -1,0 +1,792 @@
+package e2e_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/cutover-guard/cutover-guard/e2e/tutorial"
+)
+
+// The storm's shape.
+const (
+	stormClients = 50
+	// Every kubectlEvery-th client runs the real kubectl; the rest use
+	// client-go, half with JSON patches, half with merge patches.
+	kubectlEvery  = 10
+	stormDuration = 25 * time.Second
+	// stormQPS bounds each client-go client, so the storm leaves the two
+	// shared cores enough to roll green out between flaps.
+	stormQPS = 4
+	// verdictsPerPhase is how many guard verdicts on switches to green the
+	// flapper waits for before it flips green again; phaseTimeout bounds
+	// that wait.
+	verdictsPerPhase = 4
+	phaseTimeout     = 10 * time.Second
+	// requestTimeout bounds one client request; a request is never cut
+	// short by the end of the storm, so its outcome is always known.
+	requestTimeout = 30 * time.Second
+)
+
+// 50 clients switch a route between blue and green while green flaps
+// between fully Ready and not Ready. Every switch the guard allowed to
+// green read the Deployment at a resourceVersion that, by the test's own
+// restatement of the rule (tutorial.FullyReady) and the history a watch
+// recorded, was fully Ready; every switch a client saw go through to green
+// was an allowed decision in the guard's log, and every decision the
+// guard counted was logged.
+//
+// "Ready when read" is about the Deployment only: the guard also requires
+// a ready endpoint, read in a separate request, so a Deployment that was
+// Ready may still be denied (endpoints lag the Deployment); such denials
+// are counted, not judged.
+func TestConcurrentSwitchesWhileGreenFlaps(t *testing.T) {
+	e := setup(t)
+	e.reset(t, world{greenReady: true})
+	route := e.stormRoute(t)
+	hist := watchDeployment(t, e.cluster.Config, tutorial.Namespace, tutorial.Green)
+
+	before, err := e.guard.Metrics(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newStorm(t, e, route.Name)
+	s.run(t, hist)
+	after, err := e.guard.Metrics(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	decisions := readDecisions(t, e.guard.Log(), route.Namespace, route.Name)
+	v := verify(hist, decisions, s.attempts())
+	checked := map[string]string{"kind": "HTTPRoute", "path": "checked"}
+	counted := tutorial.MetricSum(after, "cutover_guard_decisions_total", checked) -
+		tutorial.MetricSum(before, "cutover_guard_decisions_total", checked)
+	t.Logf("%s", v.summary(hist, s, counted, len(decisions)))
+	for _, p := range v.problems {
+		t.Error(p)
+	}
+	if v.allowedGreen == 0 || v.deniedGreen == 0 {
+		t.Errorf("the flap was not observed: the guard allowed %d and denied %d switches to %s over %d flaps; "+
+			"want some of each (is green rolling out between flaps? see the summary above)", v.allowedGreen, v.deniedGreen, tutorial.Green, hist.flaps())
+	}
+	if int(counted) != len(decisions) {
+		t.Errorf("the guard counted %v checked HTTPRoute decisions during the storm (cutover_guard_decisions_total) but logged %d for route %s: "+
+			"every decision must be logged (zap's production sampler drops lines above 100 a second per message unless the log level is 2 or more)",
+			counted, len(decisions), route.Name)
+	}
+	if s.failed.Load() > 0 {
+		t.Errorf("%d client requests failed other than by a denial, a conflict or a stale JSON patch test, e.g.:\n%s",
+			s.failed.Load(), strings.Join(s.failures(5), "\n"))
+	}
+}
+
+// stormRoute creates a route of its own for the storm, to app-blue, so the
+// guard's log lines for it are told apart by name.
+func (e *env) stormRoute(t *testing.T) *gwv1.HTTPRoute {
+	t.Helper()
+	route := e.manifests.Route.DeepCopy()
+	route.Name = "storm-" + rand.String(6)
+	if err := e.kube.Create(t.Context(), route); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.kube.Delete(context.WithoutCancel(t.Context()), route); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("delete route %s: %v", route.Name, err)
+		}
+	})
+	return route
+}
+
+// version is the Deployment as one resourceVersion held it.
+type version struct {
+	ready bool
+	state string
+}
+
+// history records every resourceVersion of one Deployment a watch saw.
+type history struct {
+	mu    sync.Mutex
+	byRV  map[string]version
+	order []string // resourceVersions as the watch delivered them
+	err   error    // a watch error: events may be missing
+}
+
+// watchDeployment records Deployment namespace/name from now on, from a GET
+// and a watch that resumes where it left off; it stops at test cleanup.
+func watchDeployment(t *testing.T, cfg *rest.Config, namespace, name string) *history {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deployments := cs.AppsV1().Deployments(namespace)
+	d, err := deployments.Get(t.Context(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &history{byRV: map[string]version{}}
+	h.record(d)
+	selector := fields.OneTermEqualSelector("metadata.name", name).String()
+	rw, err := watchtools.NewRetryWatcherWithContext(t.Context(), d.ResourceVersion, &cache.ListWatch{
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = selector
+			return deployments.Watch(ctx, o)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go h.consume(rw.ResultChan())
+	t.Cleanup(func() {
+		rw.Stop()
+		<-rw.Done()
+	})
+	return h
+}
+
+func (h *history) consume(events <-chan watch.Event) {
+	for ev := range events {
+		switch ev.Type {
+		case watch.Added, watch.Modified:
+			if d, ok := ev.Object.(*appsv1.Deployment); ok {
+				h.record(d)
+			}
+		case watch.Deleted:
+			if d, ok := ev.Object.(*appsv1.Deployment); ok {
+				h.set(d.ResourceVersion, version{state: "deleted"})
+			}
+		case watch.Error:
+			h.mu.Lock()
+			if h.err == nil {
+				h.err = apierrors.FromObject(ev.Object)
+			}
+			h.mu.Unlock()
+		}
+	}
+}
+
+func (h *history) record(d *appsv1.Deployment) {
+	h.set(d.ResourceVersion, version{ready: tutorial.FullyReady(d), state: tutorial.DeploymentState(d)})
+}
+
+func (h *history) set(rv string, v version) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, seen := h.byRV[rv]; !seen {
+		h.order = append(h.order, rv)
+	}
+	h.byRV[rv] = v
+}
+
+// at returns the Deployment as resourceVersion rv held it.
+func (h *history) at(rv string) (version, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v, ok := h.byRV[rv]
+	return v, ok
+}
+
+// latest is the last version the watch delivered.
+func (h *history) latest() version {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.byRV[h.order[len(h.order)-1]]
+}
+
+// flaps counts the changes between Ready and not Ready.
+func (h *history) flaps() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for i := 1; i < len(h.order); i++ {
+		if h.byRV[h.order[i]].ready != h.byRV[h.order[i-1]].ready {
+			n++
+		}
+	}
+	return n
+}
+
+// size is the number of distinct resourceVersions seen, and the watch error if any.
+func (h *history) size() (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.order), h.err
+}
+
+// outcome is how one switch request ended, as the client saw it.
+type outcome string
+
+const (
+	moved    outcome = "moved"    // the route now sends traffic where the client asked
+	denied   outcome = "denied"   // the guard denied the request
+	stale    outcome = "stale"    // a JSON patch's test op failed: the route had moved already
+	conflict outcome = "conflict" // a merge patch's resourceVersion precondition failed
+	failed   outcome = "failed"   // anything else
+)
+
+// attempt is one switch request by one client.
+type attempt struct {
+	user, via  string
+	to         string
+	start, end time.Time
+	outcome    outcome
+	detail     string // the error, for failed
+}
+
+// storm is 50 clients switching one route while the flapper flips green.
+type storm struct {
+	e     *env
+	route string
+	end   time.Time
+
+	mu   sync.Mutex
+	done []attempt
+	// greenVerdicts counts switches to green the guard answered (moved or
+	// denied); the flapper paces itself by it.
+	greenVerdicts atomic.Int64
+	failed        atomic.Int64
+	phaseTimeouts atomic.Int64
+	took          time.Duration // from the first request to the last answer
+}
+
+func newStorm(t *testing.T, e *env, route string) *storm {
+	t.Helper()
+	return &storm{e: e, route: route}
+}
+
+// switcher sends one switch request from one backend to another.
+type switcher interface {
+	// switchTo asks to move the route to backend to; from is the backend
+	// the client believes the route has ("" if it reads it itself). It
+	// returns the backend the route had, when the client learnt it.
+	switchTo(ctx context.Context, from, to string) (had string, err error)
+}
+
+// run starts the clients and the flapper, and returns once all have stopped.
+func (s *storm) run(t *testing.T, hist *history) {
+	t.Helper()
+	switchers := make([]switcher, stormClients)
+	for i := range switchers {
+		switchers[i] = s.newSwitcher(t, i)
+	}
+	began := time.Now()
+	s.end = began.Add(stormDuration)
+	var wg sync.WaitGroup
+	for i, sw := range switchers {
+		wg.Go(func() { s.client(t.Context(), i, sw) })
+	}
+	flapErr := make(chan error, 1)
+	go func() { flapErr <- s.flap(t.Context(), hist) }()
+	wg.Wait()
+	s.took = time.Since(began)
+	if err := <-flapErr; err != nil {
+		t.Errorf("flapping green: %v", err)
+	}
+}
+
+func user(i int) string { return fmt.Sprintf("storm-client-%02d", i) }
+
+// newSwitcher builds client i: every kubectlEvery-th runs kubectl, the
+// others client-go with a JSON patch (even) or a merge patch (odd), each
+// impersonating a user of its own so that the guard's log names it.
+func (s *storm) newSwitcher(t *testing.T, i int) switcher {
+	t.Helper()
+	if i%kubectlEvery == 0 {
+		k := s.e.kubectl()
+		k.Transcript = nil
+		k.Home = filepath.Join(t.TempDir(), "kubectl")
+		return &kubectlSwitcher{k: k, user: user(i), route: s.route}
+	}
+	cfg := rest.CopyConfig(s.e.cluster.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user(i), Groups: []string{"system:masters"}}
+	cfg.QPS, cfg.Burst = stormQPS, stormQPS
+	c, err := client.New(cfg, client.Options{Scheme: tutorial.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKey{Namespace: tutorial.Namespace, Name: s.route}
+	if i%2 == 0 {
+		return &jsonPatchSwitcher{c: c, key: key}
+	}
+	return &mergePatchSwitcher{c: c, key: key}
+}
+
+func (s *storm) via(sw switcher) string {
+	switch sw.(type) {
+	case *kubectlSwitcher:
+		return "kubectl json patch"
+	case *jsonPatchSwitcher:
+		return "client-go json patch"
+	default:
+		return "client-go merge patch"
+	}
+}
+
+// client switches back and forth until the storm ends: to green after a
+// move to blue and the other way round; after a denial it asks again.
+func (s *storm) client(ctx context.Context, i int, sw switcher) {
+	from, to := tutorial.Blue, tutorial.Green
+	if i%4 == 1 {
+		from, to = to, from
+	}
+	for time.Now().Before(s.end) && ctx.Err() == nil {
+		a := attempt{user: user(i), via: s.via(sw), to: to, start: time.Now()}
+		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		had, err := sw.switchTo(rctx, from, to)
+		cancel()
+		a.end = time.Now()
+		a.outcome, a.detail = classify(err)
+		if had != "" {
+			// A merge patch client switches away from what it read.
+			a.to = otherBackend(had)
+		}
+		s.add(a)
+		if a.outcome == moved || a.outcome == stale {
+			from, to = to, from
+		}
+	}
+}
+
+func otherBackend(b string) string {
+	if b == tutorial.Green {
+		return tutorial.Blue
+	}
+	return tutorial.Green
+}
+
+func (s *storm) add(a attempt) {
+	if a.to == tutorial.Green && (a.outcome == moved || a.outcome == denied) {
+		s.greenVerdicts.Add(1)
+	}
+	if a.outcome == failed {
+		s.failed.Add(1)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.done = append(s.done, a)
+}
+
+func (s *storm) attempts() []attempt {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.done)
+}
+
+// failures lists up to n failed requests.
+func (s *storm) failures(n int) []string {
+	var out []string
+	for _, a := range s.attempts() {
+		if a.outcome == failed && len(out) < n {
+			out = append(out, fmt.Sprintf("%s (%s) to %s: %s", a.user, a.via, a.to, a.detail))
+		}
+	}
+	return out
+}
+
+// classify reads a client-go or kubectl error.
+func classify(err error) (outcome, string) {
+	if err == nil {
+		return moved, ""
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "denied the request"):
+		return denied, ""
+	case errors.Is(err, errStale):
+		return stale, ""
+	case apierrors.IsConflict(err), strings.Contains(msg, "the object has been modified"):
+		return conflict, ""
+	}
+	return failed, msg
+}
+
+const backendPath = "/spec/rules/0/backendRefs/0/name"
+
+// errStale is a JSON patch whose test op failed. The API server answers
+// 422 "the server rejected our request due to an error in our request"
+// without saying which op failed; the patch is otherwise always valid (the
+// same patch moves the route when the test holds).
+var errStale = errors.New("the route did not have the backend the JSON patch tested for")
+
+// jsonPatchSwitcher sends the tutorial's JSON patch, guarded by a test op
+// on the backend it believes the route has: a success is a real move.
+type jsonPatchSwitcher struct {
+	c   client.Client
+	key client.ObjectKey
+}
+
+func jsonPatch(from, to string) []byte {
+	return fmt.Appendf(nil, `[{"op":"test","path":%q,"value":%q},{"op":"replace","path":%q,"value":%q}]`, backendPath, from, backendPath, to)
+}
+
+func (j *jsonPatchSwitcher) switchTo(ctx context.Context, from, to string) (string, error) {
+	r := &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: j.key.Namespace, Name: j.key.Name}}
+	err := j.c.Patch(ctx, r, client.RawPatch(types.JSONPatchType, jsonPatch(from, to)))
+	if apierrors.IsInvalid(err) {
+		return "", fmt.Errorf("%w: %w", errStale, err)
+	}
+	return "", err
+}
+
+// mergePatchSwitcher reads the route and sends a merge patch of its rules
+// with the resourceVersion read as a precondition: a success is a move
+// away from the backend read.
+type mergePatchSwitcher struct {
+	c   client.Client
+	key client.ObjectKey
+}
+
+func (m *mergePatchSwitcher) switchTo(ctx context.Context, _, _ string) (string, error) {
+	var r gwv1.HTTPRoute
+	if err := m.c.Get(ctx, m.key, &r); err != nil {
+		return "", err
+	}
+	if len(r.Spec.Rules) == 0 || len(r.Spec.Rules[0].BackendRefs) == 0 {
+		return "", fmt.Errorf("route %s has no backendRef", m.key)
+	}
+	had := string(r.Spec.Rules[0].BackendRefs[0].Name)
+	rules := r.Spec.Rules
+	rules[0].BackendRefs[0].Name = gwv1.ObjectName(otherBackend(had))
+	body, err := json.Marshal(map[string]any{
+		"metadata": map[string]any{"resourceVersion": r.ResourceVersion},
+		"spec":     map[string]any{"rules": rules},
+	})
+	if err != nil {
+		return had, err
+	}
+	return had, m.c.Patch(ctx, &r, client.RawPatch(types.MergePatchType, body))
+}
+
+// kubectlSwitcher runs the tutorial's kubectl patch (with the test op) as
+// its own user.
+type kubectlSwitcher struct {
+	k     *tutorial.Kubectl
+	user  string
+	route string
+}
+
+func (k *kubectlSwitcher) switchTo(ctx context.Context, from, to string) (string, error) {
+	r := k.k.Run(ctx, "patch", "httproute", k.route, "-n", tutorial.Namespace, "--type=json", "-p", string(jsonPatch(from, to)),
+		"--as="+k.user, "--as-group=system:masters")
+	switch {
+	case r.OK():
+		return "", nil
+	case strings.Contains(r.Output, "The request is invalid: the server rejected our request due to an error in our request"):
+		return "", fmt.Errorf("%w: %s", errStale, r)
+	}
+	return "", fmt.Errorf("%s", r)
+}
+
+// flap alternates green between not Ready and fully Ready until the storm
+// ends, two ways in turn: scaling 2 -> 0 -> 2, and a rollout whose new
+// pods stay Pending (old pods still ready, so ready == spec.replicas while
+// status.replicas is higher) rolled back. Each state is held until the
+// guard has answered verdictsPerPhase switches to green in it.
+func (s *storm) flap(ctx context.Context, hist *history) error {
+	ways := []struct{ notReady, ready string }{
+		{`{"spec":{"replicas":0}}`, fmt.Sprintf(`{"spec":{"replicas":%d}}`, tutorial.Replicas)},
+		{pendingPatch(), `{"spec":{"template":{"spec":{"nodeSelector":null}}}}`},
+	}
+	for i := 0; time.Now().Before(s.end); i++ {
+		w := ways[i%len(ways)]
+		if err := s.patchGreen(ctx, w.notReady); err != nil {
+			return err
+		}
+		s.hold(ctx)
+		if err := s.patchGreen(ctx, w.ready); err != nil {
+			return err
+		}
+		err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, tutorial.WaitTimeout, true, func(context.Context) (bool, error) {
+			return hist.latest().ready, nil
+		})
+		if err != nil {
+			return fmt.Errorf("deployment %s not fully Ready again after flap %d: %w (%s)", tutorial.Green, i, err, hist.latest().state)
+		}
+		s.hold(ctx)
+	}
+	return nil
+}
+
+func pendingPatch() string {
+	sel, _ := json.Marshal(tutorial.UnschedulableNodeSelector)
+	return fmt.Sprintf(`{"spec":{"template":{"spec":{"nodeSelector":%s}}}}`, sel)
+}
+
+func (s *storm) patchGreen(ctx context.Context, patch string) error {
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: tutorial.Namespace, Name: tutorial.Green}}
+	if err := s.e.kube.Patch(ctx, d, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		return fmt.Errorf("patch deployment %s with %s: %w", tutorial.Green, patch, err)
+	}
+	return nil
+}
+
+// hold waits until the guard has answered verdictsPerPhase more switches
+// to green, the storm ends, or phaseTimeout passes (counted).
+func (s *storm) hold(ctx context.Context) {
+	base := s.greenVerdicts.Load()
+	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, phaseTimeout, true, func(context.Context) (bool, error) {
+		return s.greenVerdicts.Load()-base >= verdictsPerPhase || !time.Now().Before(s.end), nil
+	})
+	if err != nil {
+		s.phaseTimeouts.Add(1)
+	}
+}
+
+// decision is one line the guard logged for a checked update of the route.
+type decision struct {
+	Msg      string          `json:"msg"`
+	TS       json.RawMessage `json:"ts"`
+	Name     string          `json:"name"`
+	NS       string          `json:"namespace"`
+	User     string          `json:"user"`
+	Targets  []string        `json:"targets"`
+	Findings []string        `json:"findings"`
+	Observed []string        `json:"observed"`
+	Took     string          `json:"took"`
+
+	at  time.Time
+	raw string
+}
+
+// allowed reports whether the decision let the update through.
+func (d decision) allowed() bool { return d.Msg != "cutover denied" }
+
+// readDecisions parses the guard's log for the decisions on route
+// namespace/name: lines "cutover <result>" that carry targets.
+func readDecisions(t *testing.T, log, namespace, name string) []decision {
+	t.Helper()
+	var out []decision
+	sc := bufio.NewScanner(strings.NewReader(log))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.Contains(line, `"cutover `) || !strings.Contains(line, name) {
+			continue
+		}
+		var d decision
+		if err := json.Unmarshal([]byte(line), &d); err != nil {
+			t.Fatalf("guard log line is not JSON: %v\n%s", err, line)
+		}
+		if d.Name != name || d.NS != namespace || !strings.HasPrefix(d.Msg, "cutover ") || d.Targets == nil {
+			continue
+		}
+		at, err := parseTS(d.TS)
+		if err != nil {
+			t.Fatalf("guard log line: %v\n%s", err, line)
+		}
+		d.at, d.raw = at, line
+		out = append(out, d)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("reading the guard log: %v", err)
+	}
+	return out
+}
+
+// parseTS reads zap's "ts": seconds since the epoch, or an RFC 3339 time.
+func parseTS(raw json.RawMessage) (time.Time, error) {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return time.Parse(time.RFC3339Nano, s)
+	}
+	f, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("ts %s is neither a time nor a number", raw)
+	}
+	sec := int64(f)
+	return time.Unix(sec, int64((f-float64(sec))*1e9)), nil
+}
+
+// targets reports whether the decision had Service namespace/name among its targets.
+func (d decision) targets(namespace, name string) bool {
+	want := "service " + namespace + "/" + name
+	for _, t := range d.Targets {
+		if t == want || strings.HasPrefix(t, want+":") {
+			return true
+		}
+	}
+	return false
+}
+
+// observedRV returns the resourceVersion at which the decision read the
+// Deployment namespace/name.
+func (d decision) observedRV(namespace, name string) (string, bool) {
+	prefix := "deployment " + namespace + "/" + name + "@"
+	for _, o := range d.Observed {
+		if rv, ok := strings.CutPrefix(o, prefix); ok {
+			return rv, true
+		}
+	}
+	return "", false
+}
+
+// verdict is what verify found.
+type verdict struct {
+	allowedGreen, deniedGreen, allowedBlue, deniedBlue int
+	// deniedWhileReady counts denials of green that read a fully Ready
+	// Deployment (denied for its endpoints or otherwise), by finding.
+	deniedWhileReady map[string]int
+	observedRVs      map[string]bool
+	took             []time.Duration // of decisions to green
+	problems         []string
+	outcomes         map[string]int
+}
+
+// verify judges every decision to green against the watch's history and
+// matches every client-side verdict on a switch to green with a decision.
+func verify(hist *history, decisions []decision, attempts []attempt) *verdict {
+	v := &verdict{deniedWhileReady: map[string]int{}, observedRVs: map[string]bool{}, outcomes: map[string]int{}}
+	if n, err := hist.size(); err != nil {
+		v.problem("the watch on deployment %s reported an error after %d versions, so its history may miss some: %v", tutorial.Green, n, err)
+	}
+	for _, d := range decisions {
+		v.judge(hist, d)
+	}
+	v.match(decisions, attempts)
+	return v
+}
+
+func (v *verdict) problem(format string, args ...any) {
+	if len(v.problems) < 20 {
+		v.problems = append(v.problems, fmt.Sprintf(format, args...))
+	}
+}
+
+// judge checks one decision: a switch allowed to green must have read a
+// fully Ready Deployment, at a resourceVersion the watch knows.
+func (v *verdict) judge(hist *history, d decision) {
+	if !d.targets(tutorial.Namespace, tutorial.Green) {
+		if d.allowed() {
+			v.allowedBlue++
+		} else {
+			v.deniedBlue++
+		}
+		return
+	}
+	if d.allowed() {
+		v.allowedGreen++
+	} else {
+		v.deniedGreen++
+	}
+	if took, err := time.ParseDuration(d.Took); err == nil {
+		v.took = append(v.took, took)
+	}
+	rv, ok := d.observedRV(tutorial.Namespace, tutorial.Green)
+	if !ok {
+		if d.allowed() {
+			v.problem("the guard allowed a switch to %s without reading deployment %s:\n%s", tutorial.Green, tutorial.Green, d.raw)
+		}
+		return
+	}
+	v.observedRVs[rv] = true
+	was, known := hist.at(rv)
+	switch {
+	case !known:
+		v.problem("decision read deployment %s at resourceVersion %s, which the watch never delivered (missed event, or another object?):\n%s", tutorial.Green, rv, d.raw)
+	case d.allowed() && !was.ready:
+		v.problem("the guard allowed a switch to %s that read deployment %s at resourceVersion %s, when it was not fully Ready (%s):\n%s",
+			tutorial.Green, tutorial.Green, rv, was.state, d.raw)
+	case !d.allowed() && was.ready:
+		v.deniedWhileReady[strings.Join(d.Findings, ",")]++
+	}
+}
+
+// match pairs, per client, each switch to green the client saw allowed
+// (or denied) with a later unmatched decision of the same kind logged for
+// that client's user within the request's time (log timestamps may be
+// whole seconds).
+func (v *verdict) match(decisions []decision, attempts []attempt) {
+	byUser := map[string][]decision{}
+	for _, d := range decisions {
+		if d.targets(tutorial.Namespace, tutorial.Green) {
+			byUser[d.User] = append(byUser[d.User], d)
+		}
+	}
+	next := map[string]int{}
+	for _, a := range attempts {
+		v.outcomes[a.via+" to "+a.to+": "+string(a.outcome)]++
+		if a.to != tutorial.Green || (a.outcome != moved && a.outcome != denied) {
+			continue
+		}
+		list, i := byUser[a.user], next[a.user]
+		for ; i < len(list); i++ {
+			d := list[i]
+			if d.allowed() == (a.outcome == moved) && !d.at.Before(a.start.Truncate(time.Second)) && !d.at.After(a.end) {
+				break
+			}
+		}
+		if i == len(list) {
+			v.problem("%s (%s) saw its switch to %s %s between %s and %s, but the guard logged no such decision for that user then",
+				a.user, a.via, tutorial.Green, a.outcome, a.start.Format(time.RFC3339Nano), a.end.Format(time.RFC3339Nano))
+			continue
+		}
+		next[a.user] = i + 1
+	}
+}
+
+// summary renders the numbers of the storm.
+func (v *verdict) summary(hist *history, s *storm, counted float64, logged int) string {
+	var b strings.Builder
+	versions, _ := hist.size()
+	fmt.Fprintf(&b, "storm: %d clients for %s; deployment %s: %d flaps, %d distinct resourceVersions watched, %d read by decisions to green; %d flapper phases hit the %s hold timeout\n",
+		stormClients, stormDuration, tutorial.Green, hist.flaps(), versions, len(v.observedRVs), s.phaseTimeouts.Load(), phaseTimeout)
+	fmt.Fprintf(&b, "guard decisions on the route: %d logged, %v counted; to %s: %d allowed, %d denied (of which %d read a fully Ready Deployment); to %s: %d allowed, %d denied\n",
+		logged, counted, tutorial.Green, v.allowedGreen, v.deniedGreen, sum(v.deniedWhileReady), tutorial.Blue, v.allowedBlue, v.deniedBlue)
+	if n := len(v.took); n > 0 {
+		slices.Sort(v.took)
+		fmt.Fprintf(&b, "  decision time to %s as the guard logged it: p50 %s, p99 %s, max %s\n",
+			tutorial.Green, v.took[n/2], v.took[n*99/100], v.took[n-1])
+	}
+	for _, k := range sortedKeys(v.deniedWhileReady) {
+		fmt.Fprintf(&b, "  denied while the Deployment was Ready, findings %q: %d\n", k, v.deniedWhileReady[k])
+	}
+	fmt.Fprintf(&b, "client-side outcomes (%d requests in %s):\n", len(s.attempts()), s.took.Round(time.Millisecond))
+	for _, k := range sortedKeys(v.outcomes) {
+		fmt.Fprintf(&b, "  %s: %d\n", k, v.outcomes[k])
+	}
+	return b.String()
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func sortedKeys(m map[string]int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
