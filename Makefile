@@ -9,13 +9,14 @@ GO        ?= go
 BIN       ?= bin
 IMAGE     ?= cutover-guard:dev
 FUZZTIME  ?= 10s
+SOAK_DURATION ?= 5m
 GOLANGCI_LINT_VERSION ?= v2.15.0
 
 # The local control plane (kube-apiserver, kubectl, etcd, kwok, ...) is built
 # from pinned Go modules into this folder once, then reused.
 export CUTOVER_GUARD_TOOLS ?= $(CURDIR)/.cache/tools
 
-.PHONY: all build test unit fuzz check-fmt vet tools demo lint image manifests verify-manifests bench clean
+.PHONY: all build test unit fuzz check-fmt vet tools demo lint image manifests verify-manifests bench soak clean
 
 all: build
 
@@ -47,6 +48,9 @@ demo: tools build ## the tutorial's cutover and rollback, guarded, on a local co
 
 bench: build tools ## benchmarks, not part of `make test`: prints a table and updates BENCHMARKS.md; BENCH_QUICK=1 for a short run
 	$(GO) run ./bench -guard=$(BIN)/cutover-guard -out=BENCHMARKS.md $(if $(filter-out 0,$(BENCH_QUICK)),-quick)
+
+soak: build tools ## soak run, not part of `make test`: switches and edits while green flaps and its database path fails; exits 1 if an invariant breaks; SOAK_DURATION=10m for longer
+	$(GO) run ./soak -guard=$(BIN)/cutover-guard -duration=$(SOAK_DURATION)
 
 lint:
 	$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)

@@ -1,0 +1,288 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cutover-guard/cutover-guard/e2e/tutorial"
+)
+
+// guardStats is what the guard's /metrics said at one moment.
+type guardStats struct {
+	at time.Time
+	// decisions counts cutover_guard_decisions_total by result (allowed
+	// includes allowed_with_warnings) and path (fast, checked).
+	decisions  map[decisionKey]float64
+	goroutines float64
+	rssBytes   float64
+}
+
+// decisionKey is a result and a path of cutover_guard_decisions_total.
+type decisionKey struct{ result, path string }
+
+// Results and paths of cutover_guard_decisions_total, as the guard labels them.
+var (
+	metricResults = map[string][]string{
+		"allowed": {"allowed", "allowed_with_warnings"},
+		"denied":  {"denied"},
+		"error":   {"error"},
+	}
+	metricPaths = []string{"fast", "checked"}
+)
+
+func (e *env) snapshot(ctx context.Context) (guardStats, error) {
+	page, err := e.guard.Metrics(ctx)
+	if err != nil {
+		return guardStats{}, fmt.Errorf("guard /metrics: %w", err)
+	}
+	return parseStats(page, time.Now()), nil
+}
+
+func parseStats(page string, at time.Time) guardStats {
+	g := guardStats{at: at, decisions: map[decisionKey]float64{}}
+	for result, labels := range metricResults {
+		for _, path := range metricPaths {
+			for _, l := range labels {
+				g.decisions[decisionKey{result, path}] += tutorial.MetricSum(page, "cutover_guard_decisions_total", map[string]string{"result": l, "path": path})
+			}
+		}
+	}
+	g.goroutines = tutorial.MetricSum(page, "go_goroutines", nil)
+	g.rssBytes = tutorial.MetricSum(page, "process_resident_memory_bytes", nil)
+	return g
+}
+
+// decided is the guard's count of result over both paths between two
+// snapshots.
+func decided(before, after guardStats, result string) float64 {
+	var n float64
+	for _, p := range metricPaths {
+		k := decisionKey{result, p}
+		n += after.decisions[k] - before.decisions[k]
+	}
+	return n
+}
+
+// results is everything the run measured.
+type results struct {
+	samples []sample
+	tl      *timeline
+	// start is taken once the objects are set up, before the load; end
+	// once the load has stopped and the guard has drained.
+	start, end guardStats
+	// maxGoroutines and maxRSS are the highest values sampled during the load.
+	maxGoroutines, maxRSS float64
+	// proxyAccepted and proxyOpen are the fault proxy's connection counts
+	// at the end.
+	proxyAccepted int64
+	proxyOpen     int
+	// faultErr is an error of the fault makers (not of the guard).
+	faultErr error
+}
+
+// goroutineSlack is how far above its count before the load the guard's
+// goroutines may stay once the load has stopped (idle connections of the
+// API server, timers): a leak of one per request is thousands.
+const goroutineSlack = 50
+
+// violations are the invariants the run broke, one sentence each.
+func (r *results) violations() []string {
+	var v []string
+	for _, s := range r.samples {
+		if s.kind == kindSwitchGreen && s.outcome == allowed {
+			if why := r.tl.covering(s.start, s.end); why != "" {
+				v = append(v, fmt.Sprintf("switch to green allowed at %s (took %s) while %s: the guard let an unsafe cutover through",
+					s.start.Format("15:04:05.000"), s.end.Sub(s.start).Round(time.Millisecond), why))
+			}
+		}
+		if s.outcome == denied && (s.kind == kindLabel || s.kind == kindAnnotation || s.kind == kindWeight) {
+			v = append(v, fmt.Sprintf("%s denied: it sends no backend new traffic and must be allowed (%s)", s.kind, firstLine(s.msg)))
+		}
+	}
+	if msgs := r.messages(failed); len(msgs) > 0 {
+		n := r.count("", failed)
+		v = append(v, fmt.Sprintf("%d client errors that are not verdicts, e.g.:\n    %s", n, strings.Join(msgs, "\n    ")))
+	}
+	for _, res := range []struct {
+		name string
+		o    outcome
+	}{{"allowed", allowed}, {"denied", denied}} {
+		client, guard := float64(r.count("", res.o)), decided(r.start, r.end, res.name)
+		if guard < client {
+			v = append(v, fmt.Sprintf("the guard counted %.0f %s decisions, fewer than the %.0f the clients saw: a decision went unrecorded, or came from elsewhere", guard, res.name, client))
+		}
+	}
+	if n := decided(r.start, r.end, "error"); n > 0 {
+		v = append(v, fmt.Sprintf("the guard counted %.0f internal errors: see its log", n))
+	}
+	if r.end.goroutines > r.start.goroutines+goroutineSlack {
+		v = append(v, fmt.Sprintf("the guard has %.0f goroutines after the load, %.0f before: more than %d above, so they grow with the load", r.end.goroutines, r.start.goroutines, goroutineSlack))
+	}
+	if r.proxyOpen > 0 {
+		v = append(v, fmt.Sprintf("%d connections to green's database still open through the proxy after the load: the guard leaks database connections", r.proxyOpen))
+	}
+	if r.faultErr != nil {
+		v = append(v, fmt.Sprintf("the faults could not be driven: %v", r.faultErr))
+	}
+	return v
+}
+
+// notes are findings that break no invariant but deserve a look.
+func (r *results) notes() []string {
+	var n []string
+	if msgs := r.messagesOf(kindSwitchBlue, denied); len(msgs) > 0 {
+		n = append(n, fmt.Sprintf("%d switches to blue (always Ready, database direct) denied, e.g.:\n    %s", r.count(kindSwitchBlue, denied), strings.Join(msgs, "\n    ")))
+	}
+	for _, why := range r.windowKinds() {
+		if r.inWindow(why, "") == 0 {
+			n = append(n, fmt.Sprintf("no switch to green was tried while %s: run longer (-duration) to cover it", why))
+		}
+	}
+	return n
+}
+
+// windowKinds are the reasons the fault makers could give a window.
+func (r *results) windowKinds() []string {
+	w := []string{whyGreenNotReady}
+	for _, o := range (settings{}).faultPhases() {
+		if o.Fault.String() != "forward" && !slices.Contains(w, whyDatabaseFault+" "+o.Fault.String()) {
+			w = append(w, whyDatabaseFault+" "+o.Fault.String())
+		}
+	}
+	return w
+}
+
+// inWindow counts the switches to green wholly inside a window for why
+// with outcome o ("" for any).
+func (r *results) inWindow(why string, o outcome) int {
+	n := 0
+	for _, s := range r.samples {
+		if s.kind == kindSwitchGreen && (o == "" || s.outcome == o) && r.tl.covering(s.start, s.end) == why {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *results) count(kind string, o outcome) int {
+	n := 0
+	for _, s := range r.samples {
+		if (kind == "" || s.kind == kind) && s.outcome == o {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *results) messages(o outcome) []string { return r.messagesOf("", o) }
+
+// messagesOf returns up to 5 distinct first lines of the messages of
+// requests of kind ("" for any) with outcome o.
+func (r *results) messagesOf(kind string, o outcome) []string {
+	var out []string
+	for _, s := range r.samples {
+		if (kind == "" || s.kind == kind) && s.outcome == o {
+			if m := s.kind + ": " + firstLine(s.msg); !slices.Contains(out, m) && len(out) < 5 {
+				out = append(out, m)
+			}
+		}
+	}
+	return out
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	return s
+}
+
+// percentile returns the p-th percentile (0 < p <= 1) of ds, nearest rank.
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(math.Ceil(float64(len(s))*p)) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+// print writes the report.
+func (r *results) print(w io.Writer, s settings, took time.Duration) {
+	fmt.Fprintf(w, "\nsoak: %s of load (%d switchers, %d editors, %d shifters), green flapping every %s, database faults every %s\n\n",
+		took.Round(time.Second), s.switchers, s.editors, s.shifters, s.flap, s.faultPhase)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "kind\trequests\tallowed\tdenied\tstale\tfailed\tp50\tp99\t")
+	for _, k := range kinds {
+		var ds []time.Duration
+		for _, x := range r.samples {
+			if x.kind == k {
+				ds = append(ds, x.end.Sub(x.start))
+			}
+		}
+		if len(ds) == 0 {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", k, len(ds), r.count(k, allowed), r.count(k, denied), r.count(k, stale), r.count(k, failed),
+			round(percentile(ds, 0.5)), round(percentile(ds, 0.99)))
+	}
+	fmt.Fprintf(tw, "all\t%d\t%d\t%d\t%d\t%d\t\t\t\n", len(r.samples), r.count("", allowed), r.count("", denied), r.count("", stale), r.count("", failed))
+	tw.Flush()
+
+	fmt.Fprintf(w, "\nguard decisions (cutover_guard_decisions_total during the load):\n")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "result\tfast\tchecked\tall\tclients saw\t")
+	for _, res := range []struct {
+		name string
+		o    outcome
+	}{{"allowed", allowed}, {"denied", denied}, {"error", failed}} {
+		k := func(p string) float64 {
+			return r.end.decisions[decisionKey{res.name, p}] - r.start.decisions[decisionKey{res.name, p}]
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%d\t\n", res.name, k("fast"), k("checked"), decided(r.start, r.end, res.name), r.count("", res.o))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "(the API server runs admission again when it retries a patch, after its write conflicted or its cached copy of the route was stale,\n so the guard may count more decisions than the clients saw; never fewer)\n")
+
+	fmt.Fprintf(w, "\nswitches to green wholly inside a window where they must be denied:\n")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "window\tswitches\tdenied\tallowed\t")
+	for _, why := range r.windowKinds() {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t\n", why, r.inWindow(why, ""), r.inWindow(why, denied), r.inWindow(why, allowed))
+	}
+	tw.Flush()
+	var phases []string
+	for k, n := range r.tl.counts {
+		phases = append(phases, fmt.Sprintf("%s %d", k, n))
+	}
+	slices.Sort(phases)
+	fmt.Fprintf(w, "phases entered: %s\n", strings.Join(phases, ", "))
+	fmt.Fprintf(w, "proxy: %d connections to green's database accepted, %d open at the end\n", r.proxyAccepted, r.proxyOpen)
+
+	fmt.Fprintf(w, "\nguard process (go_goroutines, process_resident_memory_bytes):\n")
+	fmt.Fprintf(w, "  goroutines: %.0f at the start, %.0f at most during the load, %.0f at the end\n", r.start.goroutines, r.maxGoroutines, r.end.goroutines)
+	fmt.Fprintf(w, "  RSS:        %s at the start, %s at most during the load, %s at the end\n", mib(r.start.rssBytes), mib(r.maxRSS), mib(r.end.rssBytes))
+
+	if n := r.notes(); len(n) > 0 {
+		fmt.Fprintf(w, "\nnotes:\n  %s\n", strings.Join(n, "\n  "))
+	}
+	if v := r.violations(); len(v) > 0 {
+		fmt.Fprintf(w, "\nINVARIANTS BROKEN (%d):\n  %s\n", len(v), strings.Join(v, "\n  "))
+	} else {
+		fmt.Fprintf(w, "\nevery invariant held: no unsafe switch allowed, no edit denied, no client error that is not a verdict, the guard's counts cover the clients', goroutines and database connections back down\n")
+	}
+}
+
+func round(d time.Duration) time.Duration {
+	return d.Round(100 * time.Microsecond)
+}
+
+func mib(b float64) string { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
