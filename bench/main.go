@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -35,6 +36,8 @@ type settings struct {
 	verbose  bool
 	// guardEnv is added to each guard's environment (e.g. GOGC=400).
 	guardEnv []string
+	// scaleSizes are the app counts part 4 measures at; nil: the default.
+	scaleSizes []int
 }
 
 // The parts, in the order they run.
@@ -66,7 +69,9 @@ func parseFlags(args []string) (settings, error) {
 	fs.StringVar(&s.guardBin, "guard", "bin/cutover-guard", "the guard binary to measure (make build)")
 	fs.BoolVar(&s.verbose, "v", false, "print progress in detail")
 	guardEnv := fs.String("guard-env", "", "comma-separated KEY=VALUE pairs added to the guard's environment, e.g. GOGC=400 (recorded in the report)")
-	if err := fs.Parse(args); err != nil {
+	scaleSizes := fs.String("scale-sizes", "", "comma-separated app counts the scale part measures at, in increasing order, e.g. 0,2000 (default 0,400,2000; quick 0,200)")
+	err := fs.Parse(args)
+	if err != nil {
 		return s, err
 	}
 	for _, p := range strings.Split(*parts, ",") {
@@ -91,6 +96,9 @@ func parseFlags(args []string) (settings, error) {
 			s.guardEnv = append(s.guardEnv, kv)
 		}
 	}
+	if s.scaleSizes, err = parseSizes(*scaleSizes); err != nil {
+		return s, err
+	}
 	if s.runs <= 0 {
 		s.runs = 5
 		if s.quick {
@@ -108,6 +116,25 @@ func parseFlags(args []string) (settings, error) {
 		}
 	}
 	return s, nil
+}
+
+// parseSizes parses -scale-sizes: app counts from 0 to 2,000, increasing.
+func parseSizes(v string) ([]int, error) {
+	if strings.TrimSpace(v) == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 0 || n > 2000 {
+			return nil, fmt.Errorf("-scale-sizes: %q is not an app count from 0 to 2000; give e.g. -scale-sizes=0,2000", f)
+		}
+		if len(out) > 0 && n <= out[len(out)-1] {
+			return nil, fmt.Errorf("-scale-sizes: %d does not follow %d; give the counts in increasing order, e.g. -scale-sizes=0,2000", n, out[len(out)-1])
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func logf(format string, args ...any) {
@@ -189,6 +216,9 @@ func commandLine(s settings) string {
 	c := "go run ./bench -runs=" + fmt.Sprint(s.runs) + " -parts=" + strings.Join(parts, ",")
 	if len(s.guardEnv) > 0 {
 		c += " -guard-env=" + strings.Join(s.guardEnv, ",")
+	}
+	if len(s.scaleSizes) > 0 && s.parts["scale"] {
+		c += " -scale-sizes=" + strings.Trim(strings.Join(strings.Fields(fmt.Sprint(s.scaleSizes)), ","), "[]")
 	}
 	if s.quick {
 		c += " -quick"

@@ -45,6 +45,9 @@ func atScale(ctx context.Context, l *lab, r *report) error {
 	if l.s.quick {
 		sizes = []int{0, 200}
 	}
+	if len(l.s.scaleSizes) > 0 {
+		sizes = l.s.scaleSizes
+	}
 	logf("scale: sizes %v", sizes)
 	cfg := rest.CopyConfig(l.cluster.Config)
 	cfg.QPS, cfg.Burst = -1, 0
@@ -74,7 +77,7 @@ func atScale(ctx context.Context, l *lab, r *report) error {
 	t := r.table("4. Scale: the guard as the cluster grows",
 		fmt.Sprintf("Objects are spread over %d namespaces `scale-NN`. Each app is a Deployment (paused, %d replicas: the harness's controller-manager writes at its default 20 QPS, so the bench creates the pods itself), "+
 			"a headless Service without selector, an EndpointSlice with %d ready endpoints (managed by the bench, not the controller) and %d pods bound to the kwok node, which kwok turns Running. "+
-			"Switch latencies are over HTTPS to a guard started for this part; \"crowded namespace\" is the same cutover in `%s`, which holds 1/%d of the apps, so the guard's Deployment list there grows with the cluster. "+
+			"Switch latencies are over HTTPS to a guard started for this part; \"crowded namespace\" is the same cutover in `%s`, which holds 1/%d of the apps: the namespace the guard looks up the target's Deployment in grows with the cluster. "+
 			"RSS is read from /proc/<pid>/status after the measurements at each size (VmHWM: peak since the guard started). Medians over %d runs.",
 			scaleNamespaces, podsPerApp, podsPerApp, podsPerApp, crowdedNamespace, scaleNamespaces, l.s.runs),
 		"apps (Deployments = Services = EndpointSlices)", "pods (Running)", "guard VmRSS", "guard VmHWM",
