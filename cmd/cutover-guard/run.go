@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net/http"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -75,7 +76,7 @@ func run(ctx context.Context, cfg Config) error {
 		OverrideGroups: cfg.OverrideGroups,
 		RequestTimeout: cfg.RequestTimeout,
 	}) {
-		server.Register(path, h)
+		server.Register(path, drainOnShutdown(ctx, h))
 	}
 
 	// The webhook serves once its certificate is in place and trusted: at
@@ -103,6 +104,27 @@ func run(ctx context.Context, cfg Config) error {
 	log.Info("starting", "port", cfg.Port, "certDir", cfg.CertDir, "certRotation", rotation != nil, "privateCIDRs", joinPrefixes(cfg.PrivateCIDRs),
 		"dbTimeout", cfg.DBTimeout.String(), "checkCreate", cfg.CheckCreate, "databaseURLEnv", cfg.DatabaseURLEnv, "overrideGroups", cfg.OverrideGroups)
 	return mgr.Start(ctx)
+}
+
+// drainOnShutdown lets a decision in flight at SIGTERM finish with its real
+// verdict. The webhook server stops accepting connections on shutdown and
+// waits for the requests it holds, but controller-runtime derives each
+// request's context from the manager's, which shutdown cancels: the decision
+// would end at once as a timeout. Detached from that, it keeps its own
+// deadline (webhook.Budget) and still ends when the client goes away while
+// stopping (cancelled first by the signal) has not been.
+func drainOnShutdown(stopping context.Context, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+		defer cancel()
+		stop := context.AfterFunc(r.Context(), func() {
+			if stopping.Err() == nil {
+				cancel()
+			}
+		})
+		defer stop()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

@@ -1,0 +1,200 @@
+// Package faults_test ends the guard process under load on its own local
+// control plane: SIGKILL during a switch storm (the API server fails every
+// switch closed and the route keeps its backend until the guard is back)
+// and SIGTERM during a slow decision (the guard drains it before it exits).
+// It never touches the shared suite's cluster or guard in ./e2e.
+package faults_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/cutover-guard/cutover-guard/e2e/cluster"
+	"github.com/cutover-guard/cutover-guard/e2e/tutorial"
+)
+
+const (
+	// localPostgres is the database server `make test` runs (.ci/run).
+	localPostgres = "127.0.0.1:5432"
+	// postgresDSN reaches it as the tutorial's Secret would.
+	postgresDSN = "postgresql://postgres@127.0.0.1:5432/test?sslmode=require"
+	// dbTimeout is the guard's --db-timeout: the time a decision on a
+	// database that never answers takes.
+	dbTimeout = 3 * time.Second
+)
+
+// One control plane and one guard serve the package; tests run one after
+// another and each leaves the guard running.
+var shared struct {
+	once sync.Once
+	env  *env
+	err  error
+	skip string
+}
+
+// env is the package's control plane, guard and clients.
+type env struct {
+	cluster   *cluster.Cluster
+	guard     *tutorial.Guard
+	kube      client.Client
+	manifests *tutorial.Manifests
+	dir       string // the guard's files and kubectl's home
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if e := shared.env; e != nil {
+		if code != 0 {
+			e.cluster.DumpLogs(os.Stderr, 40)
+			fmt.Fprintf(os.Stderr, "===== cutover-guard log %s (last 200 lines) =====\n%s\n", e.guard.LogPath, e.guard.LogTail(200))
+		}
+		if err := e.guard.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "stop cutover-guard: %v\n", err)
+			code = 1
+		}
+		if err := e.cluster.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "stop e2e cluster: %v\n", err)
+			code = 1
+		}
+		if code == 0 {
+			_ = os.RemoveAll(filepath.Dir(e.cluster.LogDir))
+			_ = os.RemoveAll(e.dir)
+		} else {
+			fmt.Fprintf(os.Stderr, "e2e logs kept in %s and %s\n", e.cluster.LogDir, e.dir)
+		}
+	}
+	os.Exit(code)
+}
+
+// setup returns the package's environment, starting it on first use; it
+// skips (or, with CUTOVER_GUARD_E2E_REQUIRED=1, fails) when the tools or
+// the local database are missing.
+func setup(t *testing.T) *env {
+	t.Helper()
+	shared.once.Do(func() { shared.env, shared.skip, shared.err = start() })
+	if shared.skip != "" {
+		if os.Getenv(tutorial.RequiredEnv) == "1" {
+			t.Fatalf("e2e: %s (%s=1)", shared.skip, tutorial.RequiredEnv)
+		}
+		t.Skip("e2e: " + shared.skip)
+	}
+	if shared.err != nil {
+		t.Fatalf("e2e: %v", shared.err)
+	}
+	e := shared.env
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("cutover-guard log (last 60 lines of %s):\n%s", e.guard.LogPath, e.guard.LogTail(60))
+		}
+	})
+	return e
+}
+
+// start brings up the cluster, the guard and the tutorial's objects, as
+// the shared suite does, or says why it cannot (skip).
+func start() (_ *env, skip string, _ error) {
+	toolsDir, skip := tutorial.Preflight(localPostgres)
+	if skip != "" {
+		return nil, skip, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "cutover-guard-e2e-faults-")
+	if err != nil {
+		return nil, "", err
+	}
+	began := time.Now()
+	binary := filepath.Join(dir, "cutover-guard")
+	built := make(chan error, 1)
+	go func() { built <- tutorial.BuildGuard(ctx, binary) }()
+
+	c, err := cluster.Start(ctx, cluster.Options{ToolsDir: toolsDir, Logf: log.Printf, KeepLogs: true})
+	if err != nil {
+		<-built
+		return nil, "", err
+	}
+	e := &env{cluster: c, dir: dir, manifests: tutorial.MustLoad()}
+	fail := func(err error) (*env, string, error) {
+		_ = e.guard.Stop()
+		_ = c.Stop()
+		return nil, "", fmt.Errorf("%w (logs in %s and %s)", err, c.LogDir, dir)
+	}
+	if err := <-built; err != nil {
+		return fail(err)
+	}
+	e.guard, err = tutorial.StartGuard(ctx, tutorial.GuardOptions{
+		Binary:     binary,
+		Kubeconfig: c.Kubeconfig,
+		Dir:        dir,
+		DBTimeout:  dbTimeout,
+		// Every switch to green probes the database: no answer is reused
+		// across a restart or between the tests' decisions.
+		Args: []string{"--db-cache-ttl=0"},
+	})
+	if err != nil {
+		return fail(err)
+	}
+	if e.kube, err = client.New(c.Config, client.Options{Scheme: tutorial.Scheme()}); err != nil {
+		return fail(err)
+	}
+	if err := tutorial.Register(ctx, e.kube, e.guard, time.Minute); err != nil {
+		return fail(fmt.Errorf("%w\ncutover-guard log:\n%s", err, e.guard.LogTail(30)))
+	}
+	if err := tutorial.Setup(ctx, e.kube, postgresDSN); err != nil {
+		return fail(err)
+	}
+	log.Printf("e2e/faults: cluster, guard (pid %d, webhook on 127.0.0.1:%d) and tutorial objects ready after %s",
+		e.guard.PID(), e.guard.Port, time.Since(began).Round(time.Millisecond))
+	return e, "", nil
+}
+
+// kubectl returns the real kubectl against the package's cluster.
+func (e *env) kubectl() *tutorial.Kubectl {
+	return &tutorial.Kubectl{
+		Binary:     e.cluster.Kubectl,
+		Kubeconfig: e.cluster.Kubeconfig,
+		Home:       filepath.Join(e.dir, "kubectl"),
+	}
+}
+
+// reset makes blue and green both serve 2 ready replicas, sets the
+// Secret's connection string to dsn, and creates the route afresh to blue.
+func (e *env) reset(t *testing.T, dsn string) {
+	t.Helper()
+	ctx := t.Context()
+	if err := tutorial.SetSecret(ctx, e.kube, tutorial.Namespace, dsn); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	for _, name := range []string{tutorial.Blue, tutorial.Green} {
+		go func() { errs <- tutorial.Serve(ctx, e.kube, e.manifests.Deployment(name, tutorial.Replicas, false)) }()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tutorial.Recreate(ctx, e.kube, e.manifests.Route.DeepCopy()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ensureGuard restarts the guard if a test left it stopped, so that the
+// next test finds it serving.
+func (e *env) ensureGuard(t *testing.T) {
+	t.Helper()
+	if !e.guard.Exited() {
+		return
+	}
+	if err := e.guard.Restart(context.WithoutCancel(t.Context()), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}
