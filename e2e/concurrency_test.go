@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -78,6 +79,7 @@ func TestConcurrentSwitchesWhileGreenFlaps(t *testing.T) {
 	}
 	s := newStorm(t, e, route.Name)
 	s.run(t, hist)
+	hist.catchUp(t, e.kube)
 	after, err := e.guard.Metrics(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +92,12 @@ func TestConcurrentSwitchesWhileGreenFlaps(t *testing.T) {
 		tutorial.MetricSum(before, "cutover_guard_decisions_total", checked)
 	t.Logf("%s", v.summary(hist, s, counted, len(decisions)))
 	for _, p := range v.problems {
-		t.Error(p)
+		t.Errorf("%s: %s", p.kind, p.message)
+	}
+	for kind, n := range v.kinds {
+		if n > maxProblems {
+			t.Errorf("%s: %d times in all (%d shown)", kind, n, maxProblems)
+		}
 	}
 	if v.allowedGreen == 0 || v.deniedGreen == 0 {
 		t.Errorf("the flap was not observed: the guard allowed %d and denied %d switches to %s over %d flaps; "+
@@ -203,6 +210,25 @@ func (h *history) set(rv string, v version) {
 		h.order = append(h.order, rv)
 	}
 	h.byRV[rv] = v
+}
+
+// catchUp waits until the watch has delivered the Deployment's current
+// resourceVersion, so that every version a decision read is in the history.
+func (h *history) catchUp(t *testing.T, c client.Client) {
+	t.Helper()
+	var rv string
+	err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, tutorial.WaitTimeout, true, func(ctx context.Context) (bool, error) {
+		var d appsv1.Deployment
+		if err := c.Get(ctx, client.ObjectKey{Namespace: tutorial.Namespace, Name: tutorial.Green}, &d); err != nil {
+			return false, nil
+		}
+		rv = d.ResourceVersion
+		_, seen := h.at(rv)
+		return seen, nil
+	})
+	if err != nil {
+		t.Fatalf("the watch on deployment %s never delivered its current resourceVersion %s: %v", tutorial.Green, rv, err)
+	}
 }
 
 // at returns the Deployment as resourceVersion rv held it.
@@ -655,7 +681,8 @@ type verdict struct {
 	deniedWhileReady map[string]int
 	observedRVs      map[string]bool
 	took             []time.Duration // of decisions to green
-	problems         []string
+	problems         []problem
+	kinds            map[problemKind]int // problems found, kept or not
 	outcomes         map[string]int
 }
 
@@ -664,7 +691,7 @@ type verdict struct {
 func verify(hist *history, decisions []decision, attempts []attempt) *verdict {
 	v := &verdict{deniedWhileReady: map[string]int{}, observedRVs: map[string]bool{}, outcomes: map[string]int{}}
 	if n, err := hist.size(); err != nil {
-		v.problem("the watch on deployment %s reported an error after %d versions, so its history may miss some: %v", tutorial.Green, n, err)
+		v.problem(watchFailed, "the watch on deployment %s reported an error after %d versions, so its history may miss some: %v", tutorial.Green, n, err)
 	}
 	for _, d := range decisions {
 		v.judge(hist, d)
@@ -673,9 +700,34 @@ func verify(hist *history, decisions []decision, attempts []attempt) *verdict {
 	return v
 }
 
-func (v *verdict) problem(format string, args ...any) {
-	if len(v.problems) < 20 {
-		v.problems = append(v.problems, fmt.Sprintf(format, args...))
+// problem is one thing verify found wrong.
+type problem struct {
+	kind    problemKind
+	message string
+}
+
+// problemKind says what kind of thing verify found wrong.
+type problemKind string
+
+const (
+	watchFailed     problemKind = "the watch failed"
+	allowedNotReady problemKind = "allowed to a Deployment that was not Ready"
+	allowedUnread   problemKind = "allowed without reading the Deployment"
+	unknownVersion  problemKind = "read a resourceVersion the watch never delivered"
+	unloggedVerdict problemKind = "a client saw a verdict the guard did not log"
+	blueDenied      problemKind = "a switch to blue, which stays serving, was denied"
+)
+
+// maxProblems bounds the problems kept per kind, so a broken guard does not
+// flood the test output.
+const maxProblems = 5
+
+func (v *verdict) problem(kind problemKind, format string, args ...any) {
+	if v.kinds == nil {
+		v.kinds = map[problemKind]int{}
+	}
+	if v.kinds[kind]++; v.kinds[kind] <= maxProblems {
+		v.problems = append(v.problems, problem{kind, fmt.Sprintf(format, args...)})
 	}
 }
 
@@ -687,6 +739,7 @@ func (v *verdict) judge(hist *history, d decision) {
 			v.allowedBlue++
 		} else {
 			v.deniedBlue++
+			v.problem(blueDenied, "the guard denied a switch to %s, which serves throughout the storm:\n%s", tutorial.Blue, d.raw)
 		}
 		return
 	}
@@ -701,7 +754,7 @@ func (v *verdict) judge(hist *history, d decision) {
 	rv, ok := d.observedRV(tutorial.Namespace, tutorial.Green)
 	if !ok {
 		if d.allowed() {
-			v.problem("the guard allowed a switch to %s without reading deployment %s:\n%s", tutorial.Green, tutorial.Green, d.raw)
+			v.problem(allowedUnread, "the guard allowed a switch to %s without reading deployment %s:\n%s", tutorial.Green, tutorial.Green, d.raw)
 		}
 		return
 	}
@@ -709,9 +762,9 @@ func (v *verdict) judge(hist *history, d decision) {
 	was, known := hist.at(rv)
 	switch {
 	case !known:
-		v.problem("decision read deployment %s at resourceVersion %s, which the watch never delivered (missed event, or another object?):\n%s", tutorial.Green, rv, d.raw)
+		v.problem(unknownVersion, "decision read deployment %s at resourceVersion %s, which the watch never delivered (missed event, or another object?):\n%s", tutorial.Green, rv, d.raw)
 	case d.allowed() && !was.ready:
-		v.problem("the guard allowed a switch to %s that read deployment %s at resourceVersion %s, when it was not fully Ready (%s):\n%s",
+		v.problem(allowedNotReady, "the guard allowed a switch to %s that read deployment %s at resourceVersion %s, when it was not fully Ready (%s):\n%s",
 			tutorial.Green, tutorial.Green, rv, was.state, d.raw)
 	case !d.allowed() && was.ready:
 		v.deniedWhileReady[strings.Join(d.Findings, ",")]++
@@ -743,7 +796,7 @@ func (v *verdict) match(decisions []decision, attempts []attempt) {
 			}
 		}
 		if i == len(list) {
-			v.problem("%s (%s) saw its switch to %s %s between %s and %s, but the guard logged no such decision for that user then",
+			v.problem(unloggedVerdict, "%s (%s) saw its switch to %s %s between %s and %s, but the guard logged no such decision for that user then",
 				a.user, a.via, tutorial.Green, a.outcome, a.start.Format(time.RFC3339Nano), a.end.Format(time.RFC3339Nano))
 			continue
 		}
@@ -789,4 +842,136 @@ func sortedKeys(m map[string]int) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// verify catches each kind of wrong decision it is meant to, and finds
+// nothing wrong in a storm where the guard behaved.
+func TestConcurrentVerifyCatchesWrongDecisions(t *testing.T) {
+	at := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	const user = "storm-client-01"
+	tests := map[string]struct {
+		decisions []decision
+		attempts  []attempt
+		want      []problemKind
+	}{
+		"a guard that allowed only Ready versions and logged every verdict passes": {
+			decisions: []decision{toGreen("cutover denied", user, "11", at), toGreen("cutover allowed", user, "10", at.Add(time.Second)), toBlue("cutover allowed", user, at)},
+			attempts:  []attempt{clientSaw(user, denied, at), clientSaw(user, moved, at.Add(time.Second))},
+		},
+		"an allowed switch that read a version that was not Ready is caught": {
+			decisions: []decision{toGreen("cutover allowed", user, "11", at)},
+			want:      []problemKind{allowedNotReady},
+		},
+		"an allowed switch with warnings counts as allowed": {
+			decisions: []decision{toGreen("cutover with_warnings", user, "11", at)},
+			want:      []problemKind{allowedNotReady},
+		},
+		"an allowed switch that read no Deployment is caught": {
+			decisions: []decision{toGreen("cutover allowed", user, "", at)},
+			want:      []problemKind{allowedUnread},
+		},
+		"a version the watch never delivered is caught, even on a denial": {
+			decisions: []decision{toGreen("cutover denied", user, "12", at)},
+			want:      []problemKind{unknownVersion},
+		},
+		"a client-side move with no decision logged for its user is caught": {
+			decisions: []decision{toGreen("cutover allowed", "storm-client-02", "10", at)},
+			attempts:  []attempt{clientSaw(user, moved, at)},
+			want:      []problemKind{unloggedVerdict},
+		},
+		"a client-side move matched by a denial only is caught": {
+			decisions: []decision{toGreen("cutover denied", user, "11", at)},
+			attempts:  []attempt{clientSaw(user, moved, at)},
+			want:      []problemKind{unloggedVerdict},
+		},
+		"a decision logged before the request began does not vouch for it": {
+			decisions: []decision{toGreen("cutover allowed", user, "10", at)},
+			attempts:  []attempt{clientSaw(user, moved, at.Add(2*time.Second))},
+			want:      []problemKind{unloggedVerdict},
+		},
+		"one allowed decision cannot vouch for two client-side moves": {
+			decisions: []decision{toGreen("cutover allowed", user, "10", at)},
+			attempts:  []attempt{clientSaw(user, moved, at), clientSaw(user, moved, at)},
+			want:      []problemKind{unloggedVerdict},
+		},
+		"a denied switch to blue is caught": {
+			decisions: []decision{toBlue("cutover denied", user, at)},
+			want:      []problemKind{blueDenied},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			h := &history{byRV: map[string]version{"10": {ready: true}, "11": {state: "scaled to zero"}}, order: []string{"10", "11"}}
+			var got []problemKind
+			for _, p := range verify(h, tc.decisions, tc.attempts).problems {
+				got = append(got, p.kind)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// toGreen is a logged decision on a switch to green that read the
+// Deployment at rv ("" for none).
+func toGreen(msg, user, rv string, at time.Time) decision {
+	d := decision{Msg: msg, User: user, Targets: []string{"service production/app-green:80"}, at: at,
+		Observed: []string{"service production/app-green@5"}}
+	if rv != "" {
+		d.Observed = append(d.Observed, "deployment production/app-green@"+rv)
+	}
+	return d
+}
+
+func toBlue(msg, user string, at time.Time) decision {
+	return decision{Msg: msg, User: user, Targets: []string{"service production/app-blue:80"}, at: at,
+		Observed: []string{"service production/app-blue@4", "deployment production/app-blue@6"}}
+}
+
+// clientSaw is a client's switch to green that ended as o, within a
+// second from start.
+func clientSaw(user string, o outcome, start time.Time) attempt {
+	return attempt{user: user, via: "client-go json patch", to: tutorial.Green, start: start, end: start.Add(time.Second - time.Millisecond), outcome: o}
+}
+
+// FullyReady restates the guard's rule; each clause can make it false.
+func TestFullyReadyRestatesTheRule(t *testing.T) {
+	tests := map[string]struct {
+		change func(*appsv1.Deployment)
+		want   bool
+	}{
+		"a Deployment rolled out with every replica ready is fully Ready": {change: func(*appsv1.Deployment) {}, want: true},
+		"replicas unset means one": {change: func(d *appsv1.Deployment) {
+			d.Spec.Replicas = nil
+			d.Status.Replicas, d.Status.UpdatedReplicas, d.Status.ReadyReplicas, d.Status.AvailableReplicas = 1, 1, 1, 1
+		}, want: true},
+		"zero replicas wanted is not Ready": {change: func(d *appsv1.Deployment) {
+			d.Spec.Replicas = new(int32)
+			d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation}
+		}},
+		"a change the controller has not observed is not Ready": {change: func(d *appsv1.Deployment) { d.Generation++ }},
+		"an old pod left from a rollout is not Ready":           {change: func(d *appsv1.Deployment) { d.Status.Replicas++ }},
+		"a replica not updated is not Ready":                    {change: func(d *appsv1.Deployment) { d.Status.UpdatedReplicas-- }},
+		"a replica not ready is not Ready":                      {change: func(d *appsv1.Deployment) { d.Status.ReadyReplicas-- }},
+		"a replica ready but not yet available is not Ready":    {change: func(d *appsv1.Deployment) { d.Status.AvailableReplicas-- }},
+		"a paused Deployment is not Ready":                      {change: func(d *appsv1.Deployment) { d.Spec.Paused = true }},
+		"a rollout past its progress deadline is not Ready": {change: func(d *appsv1.Deployment) {
+			d.Status.Conditions = []appsv1.DeploymentCondition{{Type: appsv1.DeploymentProgressing, Status: "False", Reason: "ProgressDeadlineExceeded"}}
+		}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			replicas := int32(2)
+			d := &appsv1.Deployment{
+				ObjectMeta: metav1.ObjectMeta{Generation: 3},
+				Spec:       appsv1.DeploymentSpec{Replicas: &replicas},
+				Status:     appsv1.DeploymentStatus{ObservedGeneration: 3, Replicas: 2, UpdatedReplicas: 2, ReadyReplicas: 2, AvailableReplicas: 2},
+			}
+			tc.change(d)
+			if got := tutorial.FullyReady(d); got != tc.want {
+				t.Errorf("FullyReady = %t, want %t (%s)", got, tc.want, tutorial.DeploymentState(d))
+			}
+		})
+	}
 }
