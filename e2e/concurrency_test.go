@@ -135,6 +135,7 @@ func (e *env) stormRoute(t *testing.T) *gwv1.HTTPRoute {
 type version struct {
 	ready bool
 	state string
+	seen  time.Time // when the watch delivered it: after the API server stored it
 }
 
 // history records every resourceVersion of one Deployment a watch saw.
@@ -204,12 +205,25 @@ func (h *history) record(d *appsv1.Deployment) {
 }
 
 func (h *history) set(rv string, v version) {
+	v.seen = time.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, seen := h.byRV[rv]; !seen {
-		h.order = append(h.order, rv)
+	if _, seen := h.byRV[rv]; seen {
+		return
 	}
+	h.order = append(h.order, rv)
 	h.byRV[rv] = v
+}
+
+// next returns the version that replaced resourceVersion rv, if the watch saw one.
+func (h *history) next(rv string) (string, version, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	i := slices.Index(h.order, rv)
+	if i < 0 || i+1 == len(h.order) {
+		return "", version{}, false
+	}
+	return h.order[i+1], h.byRV[h.order[i+1]], true
 }
 
 // catchUp waits until the watch has delivered the Deployment's current
@@ -681,6 +695,7 @@ type verdict struct {
 	deniedWhileReady map[string]int
 	observedRVs      map[string]bool
 	took             []time.Duration // of decisions to green
+	freshChecked     int             // decisions judgeFresh could place in time
 	problems         []problem
 	kinds            map[problemKind]int // problems found, kept or not
 	outcomes         map[string]int
@@ -694,7 +709,7 @@ func verify(hist *history, decisions []decision, attempts []attempt) *verdict {
 		v.problem(watchFailed, "the watch on deployment %s reported an error after %d versions, so its history may miss some: %v", tutorial.Green, n, err)
 	}
 	for _, d := range decisions {
-		v.judge(hist, d)
+		v.judge(hist, d, attempts)
 	}
 	v.match(decisions, attempts)
 	return v
@@ -714,6 +729,7 @@ const (
 	allowedNotReady problemKind = "allowed to a Deployment that was not Ready"
 	allowedUnread   problemKind = "allowed without reading the Deployment"
 	unknownVersion  problemKind = "read a resourceVersion the watch never delivered"
+	staleRead       problemKind = "read a version the API server had already replaced"
 	unloggedVerdict problemKind = "a client saw a verdict the guard did not log"
 	blueDenied      problemKind = "a switch to blue, which stays serving, was denied"
 )
@@ -732,8 +748,9 @@ func (v *verdict) problem(kind problemKind, format string, args ...any) {
 }
 
 // judge checks one decision: a switch allowed to green must have read a
-// fully Ready Deployment, at a resourceVersion the watch knows.
-func (v *verdict) judge(hist *history, d decision) {
+// fully Ready Deployment, at a resourceVersion the watch knows, and one the
+// API server still held when the request began.
+func (v *verdict) judge(hist *history, d decision, attempts []attempt) {
 	if !d.targets(tutorial.Namespace, tutorial.Green) {
 		if d.allowed() {
 			v.allowedBlue++
@@ -769,6 +786,39 @@ func (v *verdict) judge(hist *history, d decision) {
 	case !d.allowed() && was.ready:
 		v.deniedWhileReady[strings.Join(d.Findings, ",")]++
 	}
+	if known {
+		v.judgeFresh(hist, d, rv, attempts)
+	}
+}
+
+// judgeFresh requires a decision to have read the Deployment as the API
+// server held it then, not a version already replaced: one the watch had
+// delivered a successor of before the earliest request of that user that
+// the decision can belong to began. Decisions read live state; a stale
+// read would let a cache decide.
+func (v *verdict) judgeFresh(hist *history, d decision, rv string, attempts []attempt) {
+	began, ok := earliestStart(attempts, d)
+	if !ok {
+		return
+	}
+	v.freshChecked++
+	nextRV, next, replaced := hist.next(rv)
+	if replaced && next.seen.Before(began) {
+		v.problem(staleRead, "a decision read deployment %s at resourceVersion %s, but resourceVersion %s (%s) had replaced it before the request began:\n%s",
+			tutorial.Green, rv, nextRV, next.state, d.raw)
+	}
+}
+
+// earliestStart is when the earliest request of d's user that overlaps
+// the second of d's timestamp began: d was decided after it.
+func earliestStart(attempts []attempt, d decision) (time.Time, bool) {
+	var began time.Time
+	for _, a := range attempts {
+		if a.user == d.User && a.start.Before(d.at.Add(time.Second)) && !a.end.Before(d.at) && (began.IsZero() || a.start.Before(began)) {
+			began = a.start
+		}
+	}
+	return began, !began.IsZero()
 }
 
 // match pairs, per client, each switch to green the client saw allowed
@@ -812,6 +862,7 @@ func (v *verdict) summary(hist *history, s *storm, counted float64, logged int) 
 		stormClients, stormDuration, tutorial.Green, hist.flaps(), versions, len(v.observedRVs), s.phaseTimeouts.Load(), phaseTimeout)
 	fmt.Fprintf(&b, "guard decisions on the route: %d logged, %v counted; to %s: %d allowed, %d denied (of which %d read a fully Ready Deployment); to %s: %d allowed, %d denied\n",
 		logged, counted, tutorial.Green, v.allowedGreen, v.deniedGreen, sum(v.deniedWhileReady), tutorial.Blue, v.allowedBlue, v.deniedBlue)
+	fmt.Fprintf(&b, "  %d decisions to %s placed after a request start and found to have read the current Deployment\n", v.freshChecked, tutorial.Green)
 	if n := len(v.took); n > 0 {
 		slices.Sort(v.took)
 		fmt.Fprintf(&b, "  decision time to %s as the guard logged it: p50 %s, p99 %s, max %s\n",
@@ -894,6 +945,15 @@ func TestConcurrentVerifyCatchesWrongDecisions(t *testing.T) {
 			attempts:  []attempt{clientSaw(user, moved, at), clientSaw(user, moved, at)},
 			want:      []problemKind{unloggedVerdict},
 		},
+		"a switch that read a version replaced before the request began is caught": {
+			decisions: []decision{toGreen("cutover allowed", user, "10", at.Add(6*time.Second))},
+			attempts:  []attempt{clientSaw(user, moved, at.Add(6*time.Second))},
+			want:      []problemKind{staleRead},
+		},
+		"a switch that read a version replaced only after the request began passes": {
+			decisions: []decision{toGreen("cutover allowed", user, "10", at.Add(5*time.Second))},
+			attempts:  []attempt{clientSaw(user, moved, at.Add(5*time.Second))},
+		},
 		"a denied switch to blue is caught": {
 			decisions: []decision{toBlue("cutover denied", user, at)},
 			want:      []problemKind{blueDenied},
@@ -901,7 +961,11 @@ func TestConcurrentVerifyCatchesWrongDecisions(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			h := &history{byRV: map[string]version{"10": {ready: true}, "11": {state: "scaled to zero"}}, order: []string{"10", "11"}}
+			// 10 is Ready; 11, scaled to zero, replaces it 5.5 s after at.
+			h := &history{byRV: map[string]version{
+				"10": {ready: true, seen: at.Add(-time.Second)},
+				"11": {state: "scaled to zero", seen: at.Add(5500 * time.Millisecond)},
+			}, order: []string{"10", "11"}}
 			var got []problemKind
 			for _, p := range verify(h, tc.decisions, tc.attempts).problems {
 				got = append(got, p.kind)
