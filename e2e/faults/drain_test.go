@@ -15,7 +15,10 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/cutover-guard/cutover-guard/e2e/tutorial"
 )
@@ -53,6 +56,14 @@ func TestSIGTERMDrainsInFlightDecision(t *testing.T) {
 	signalled := time.Now()
 
 	refusedInFlight := waitRefused(t, e.guard.Port, verdict)
+	// With one replica, writes that reach the guard while it drains fail
+	// as they do while it is down.
+	label := &gwv1.HTTPRoute{}
+	label.Namespace, label.Name = tutorial.Namespace, tutorial.Route
+	labelErr := e.kube.Patch(ctx, label, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"faults.cutover-guard.dev/edited":"while-draining"}}}`)))
+	if labelErr == nil || !strings.Contains(labelErr.Error(), `failed calling webhook "`+tutorial.HTTPRouteWebhook+`"`) {
+		t.Errorf("label update while the guard drains: want the API server's webhook error, got %v", labelErr)
+	}
 	got := <-verdict
 	answered := time.Since(signalled)
 	if !refusedInFlight {
@@ -81,7 +92,8 @@ func TestSIGTERMDrainsInFlightDecision(t *testing.T) {
 	if n := strings.Count(e.guard.Log(), `"cutover denied"`); n != logged+1 {
 		t.Errorf("guard logged %d denials during shutdown, want the drained one", n-logged)
 	}
-	t.Logf("SIGTERM during the decision: verdict after %s, guard exited after %s", answered.Round(time.Millisecond), exited.Round(time.Millisecond))
+	t.Logf("SIGTERM during the decision: verdict after %s, guard exited after %s; a write arriving while it drained: %v",
+		answered.Round(time.Millisecond), exited.Round(time.Millisecond), labelErr)
 }
 
 // deniedSwitch switches the route to backend, requires the guard to deny
