@@ -211,6 +211,11 @@ func reviewEnvelope(body []byte) (types.UID, int32, error) {
 			"request body is %d bytes or more, over the limit of an AdmissionReview (less than %d bytes): the API server never sends one this large (objects are limited to 1.5 MiB); check what sends it",
 			maxReviewSize, maxReviewSize)
 	}
+	v1, v1beta1 := admissionv1.SchemeGroupVersion.String(), "admission.k8s.io/v1beta1"
+	apiVersion, kind, ok := leadingType(body)
+	if ok && kind == "AdmissionReview" && (apiVersion == v1 || apiVersion == v1beta1) {
+		return "", 0, nil
+	}
 	var env struct {
 		APIVersion string `json:"apiVersion"`
 		Kind       string `json:"kind"`
@@ -221,17 +226,46 @@ func reviewEnvelope(body []byte) (types.UID, int32, error) {
 	if kjson.UnmarshalCaseSensitivePreserveInts(body, &env) != nil {
 		return "", 0, nil
 	}
+	if env.Kind == "AdmissionReview" && (env.APIVersion == v1 || env.APIVersion == v1beta1) {
+		return "", 0, nil
+	}
 	var uid types.UID
 	if env.Request != nil {
 		uid = env.Request.UID
 	}
-	v1, v1beta1 := admissionv1.SchemeGroupVersion.String(), "admission.k8s.io/v1beta1"
-	if env.Kind != "AdmissionReview" || (env.APIVersion != v1 && env.APIVersion != v1beta1) {
-		return uid, http.StatusBadRequest, fmt.Errorf(
-			"request body is apiVersion %q kind %q, not an AdmissionReview of %s or %s: list v1 in admissionReviewVersions of the webhook configuration",
-			env.APIVersion, env.Kind, v1, v1beta1)
+	return uid, http.StatusBadRequest, fmt.Errorf(
+		"request body is apiVersion %q kind %q, not an AdmissionReview of %s or %s: list v1 in admissionReviewVersions of the webhook configuration",
+		env.APIVersion, env.Kind, v1, v1beta1)
+}
+
+// leadingType reads apiVersion and kind when they are the first keys of the
+// body's object, as the API server writes them, without scanning the rest;
+// ok is false when they are not.
+func leadingType(body []byte) (apiVersion, kind string, ok bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", "", false
 	}
-	return "", 0, nil
+	var seen int
+	for ; seen < 2 && dec.More(); seen++ {
+		key, err := dec.Token()
+		if err != nil {
+			return "", "", false
+		}
+		var into *string
+		switch key {
+		case "apiVersion":
+			into = &apiVersion
+		case "kind":
+			into = &kind
+		default:
+			return "", "", false
+		}
+		if err := dec.Decode(into); err != nil {
+			return "", "", false
+		}
+	}
+	return apiVersion, kind, seen == 2
 }
 
 // writeRefusal writes an error response as controller-runtime's admission

@@ -186,9 +186,48 @@ func TestHostileRequests(t *testing.T) {
 			path: PathHTTPRoute, body: padded(t, testdataFile(t, "labels-only.json"), controllerRuntimeLimit-1),
 			wantAllowed: true, wantCode: http.StatusOK, wantNoReads: true, wantUID: "a1f0c2d4-0003-4000-8000-000000000003",
 		},
-		"a cutover one byte under the limit is decided by the checks": {
-			path: PathHTTPRoute, body: padded(t, testdataFile(t, "cutover-to-green.json"), controllerRuntimeLimit-1),
-			wantCode: http.StatusForbidden, wantMessage: deniedGreen, wantUID: "a1f0c2d4-0001-4000-8000-000000000001",
+		"a status update one byte under the limit is answered by the full path": {
+			path: PathHTTPRoute, body: padded(t, testdataFile(t, "status-subresource.json"), controllerRuntimeLimit-1),
+			wantAllowed: true, wantCode: http.StatusOK, wantNoReads: true, wantUID: "a1f0c2d4-0006-4000-8000-000000000006",
+			wantMessage: "subresource status is not checked",
+		},
+		"an AdmissionReview whose request comes before its apiVersion is read all the same": {
+			path: PathHTTPRoute, wantCode: http.StatusForbidden, wantMessage: deniedGreen, wantUID: "a1f0c2d4-0001-4000-8000-000000000001",
+			body: func() []byte {
+				var review struct {
+					Request    json.RawMessage `json:"request"`
+					APIVersion string          `json:"apiVersion"`
+					Kind       string          `json:"kind"`
+				}
+				if err := json.Unmarshal(testdataFile(t, "cutover-to-green.json"), &review); err != nil {
+					t.Fatal(err)
+				}
+				b, err := json.Marshal(review)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return b
+			}(),
+		},
+		"an AdmissionReview of a wrong apiVersion after its request is refused": {
+			path: PathHTTPRoute, wantCode: http.StatusBadRequest, wantNoReads: true, wantUID: "a1f0c2d4-0003-4000-8000-000000000003",
+			body: func() []byte {
+				var review struct {
+					Request    json.RawMessage `json:"request"`
+					APIVersion string          `json:"apiVersion"`
+					Kind       string          `json:"kind"`
+				}
+				if err := json.Unmarshal(testdataFile(t, "labels-only.json"), &review); err != nil {
+					t.Fatal(err)
+				}
+				review.APIVersion = "admission.k8s.io/v1alpha9"
+				b, err := json.Marshal(review)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return b
+			}(),
+			wantMessage: `request body is apiVersion "admission.k8s.io/v1alpha9" kind "AdmissionReview", not an AdmissionReview of admission.k8s.io/v1 or admission.k8s.io/v1beta1: list v1 in admissionReviewVersions of the webhook configuration`,
 		},
 	}
 	for name, tc := range tests {
