@@ -37,6 +37,7 @@ unit: ## tests that need no control plane (databases are started by the tests)
 
 fuzz: ## every fuzz target, briefly
 	$(GO) test -run='^$$' -fuzz='^FuzzTargets$$' -fuzztime=$(FUZZTIME) ./webhook
+	$(GO) test -run='^$$' -fuzz='^FuzzHandler$$' -fuzztime=$(FUZZTIME) ./webhook
 	$(GO) test -run='^$$' -fuzz='^FuzzParseDSN$$' -fuzztime=$(FUZZTIME) ./checks
 
 test: check-fmt vet tools build ## everything: format, vet, unit, database, e2e and fuzz tests
