@@ -3,6 +3,8 @@ package faults_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/cutover-guard/cutover-guard/e2e/tutorial"
 )
@@ -98,41 +101,93 @@ func TestKillDuringSwitchStorm(t *testing.T) {
 	labelWhileDown(t, e, atDeath, webhookDown)
 
 	restartAndWaitDecided(t, e, atDeath.Backend)
+	if err := tutorial.Register(ctx, e.kube, e.guard, time.Minute); err != nil {
+		t.Fatalf("restoring the test registration: %v", err)
+	}
 }
 
-// labelWhileDown tries a label-only update while the guard is down and
-// requires the outcome the registration's matchConditions imply.
+// labelWhileDown tries a label-only update while the guard is down: with
+// the test registration (no matchConditions) it fails closed like a
+// switch; with the production registration's matchConditions
+// (manifests/webhook) it goes through, and a switch still fails closed.
+// It leaves the production matchConditions in place.
 func labelWhileDown(t *testing.T, e *env, atDeath routeState, webhookDown []string) {
 	t.Helper()
-	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
-	if err := e.kube.Get(t.Context(), client.ObjectKey{Name: tutorial.WebhookConfiguration}, &vwc); err != nil {
+	vwc := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+	if err := e.kube.Get(t.Context(), client.ObjectKey{Name: tutorial.WebhookConfiguration}, vwc); err != nil {
 		t.Fatal(err)
 	}
-	var conditions []admissionregistrationv1.MatchCondition
-	for _, w := range vwc.Webhooks {
-		if w.Name == tutorial.HTTPRouteWebhook {
-			conditions = w.MatchConditions
+	hook := webhookNamed(t, vwc, tutorial.HTTPRouteWebhook)
+	if len(hook.MatchConditions) > 0 {
+		t.Fatalf("the test registration of %s has matchConditions %+v; this test expects none", hook.Name, hook.MatchConditions)
+	}
+	err := labelRoute(t.Context(), e, "while-down")
+	if err == nil {
+		t.Fatalf("label-only update allowed while the guard was down, though %s has no matchConditions", tutorial.HTTPRouteWebhook)
+	}
+	for _, w := range webhookDown {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("label-only update failed without %q: %v", w, err)
 		}
 	}
-	route := &gwv1.HTTPRoute{}
-	route.Namespace, route.Name = tutorial.Namespace, tutorial.Route
-	err := e.kube.Patch(t.Context(), route, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"faults.cutover-guard.dev/edited":"while-down"}}}`)))
-	switch {
-	case len(conditions) == 0 && err == nil:
-		t.Errorf("label-only update allowed while the guard was down, though %s has no matchConditions", tutorial.HTTPRouteWebhook)
-	case len(conditions) == 0:
-		for _, w := range webhookDown {
-			if !strings.Contains(err.Error(), w) {
-				t.Errorf("label-only update failed without %q: %v", w, err)
-			}
-		}
-		t.Logf("the registration has no matchConditions: a label-only update fails closed too while the guard is down: %v", err)
-		if diff := cmp.Diff(atDeath, readRoute(t, e)); diff != "" {
-			t.Errorf("route changed by a refused label update (-at the kill +now):\n%s", diff)
-		}
-	default:
-		t.Logf("the registration has %d matchConditions; a label-only update while the guard is down returned: %v", len(conditions), err)
+	if diff := cmp.Diff(atDeath, readRoute(t, e)); diff != "" {
+		t.Errorf("route changed by a refused label update (-at the kill +now):\n%s", diff)
 	}
+	t.Logf("test registration (no matchConditions): a label-only update fails closed while the guard is down: %v", err)
+
+	hook.MatchConditions = webhookNamed(t, productionRegistration(t), tutorial.HTTPRouteWebhook).MatchConditions
+	if err := e.kube.Update(t.Context(), vwc); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "a label-only update to pass the production matchConditions", func() (bool, string) {
+		err = labelRoute(t.Context(), e, "while-down-production")
+		return err == nil, fmt.Sprint(err)
+	})
+	_, err = switchWithClientGo(t.Context(), e, other(atDeath.Backend))
+	if err == nil || !strings.Contains(err.Error(), webhookDown[0]) {
+		t.Errorf("switch with the production matchConditions while the guard is down: want the API server's webhook error, got %v", err)
+	}
+	if got := readRoute(t, e).Backend; got != atDeath.Backend {
+		t.Errorf("route backend %q after a switch while the guard was down, want %q", got, atDeath.Backend)
+	}
+	t.Logf("production matchConditions: a label-only update passes while the guard is down; a switch fails: %v", err)
+}
+
+func labelRoute(ctx context.Context, e *env, value string) error {
+	r := &gwv1.HTTPRoute{}
+	r.Namespace, r.Name = tutorial.Namespace, tutorial.Route
+	return e.kube.Patch(ctx, r, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"faults.cutover-guard.dev/edited":"`+value+`"}}}`)))
+}
+
+// webhookNamed returns the webhook name of vwc, for editing in place.
+func webhookNamed(t *testing.T, vwc *admissionregistrationv1.ValidatingWebhookConfiguration, name string) *admissionregistrationv1.ValidatingWebhook {
+	t.Helper()
+	for i := range vwc.Webhooks {
+		if vwc.Webhooks[i].Name == name {
+			return &vwc.Webhooks[i]
+		}
+	}
+	t.Fatalf("webhook configuration %s has no webhook %s", vwc.Name, name)
+	return nil
+}
+
+// productionRegistration decodes the webhook configuration the guard's
+// kustomize install applies.
+func productionRegistration(t *testing.T) *admissionregistrationv1.ValidatingWebhookConfiguration {
+	t.Helper()
+	root, err := tutorial.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(root, "manifests", "webhook", "manifests.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
+	if err := yaml.Unmarshal(b, &vwc); err != nil {
+		t.Fatalf("manifests/webhook/manifests.yaml: %v", err)
+	}
+	return &vwc
 }
 
 // restartAndWaitDecided restarts the guard and measures, from the new
