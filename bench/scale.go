@@ -76,7 +76,7 @@ func atScale(ctx context.Context, l *lab, r *report) error {
 
 	t := r.table("4. Scale: the guard as the cluster grows",
 		fmt.Sprintf("Objects are spread over %d namespaces `scale-NN`. Each app is a Deployment (paused, %d replicas: the harness's controller-manager writes at its default 20 QPS, so the bench creates the pods itself), "+
-			"a headless Service without selector, an EndpointSlice with %d ready endpoints (managed by the bench, not the controller) and %d pods bound to the kwok node, which kwok turns Running. "+
+			"a headless Service without selector, an idle ReplicaSet (0 replicas, owned by nothing, labels that match nothing else), an EndpointSlice with %d ready endpoints (managed by the bench, not the controller) and %d pods bound to the kwok node, which kwok turns Running. "+
 			"Switch latencies are over HTTPS to a guard started for this part; \"crowded namespace\" is the same cutover in `%s`, which holds 1/%d of the apps: the namespace the guard looks up the target's Deployment in grows with the cluster. "+
 			"RSS is read from /proc/<pid>/status after the measurements at each size (VmHWM: peak since the guard started). Medians over %d runs.",
 			scaleNamespaces, podsPerApp, podsPerApp, podsPerApp, crowdedNamespace, scaleNamespaces, l.s.runs),
@@ -239,7 +239,7 @@ func createDeployment(ctx context.Context, cs kubernetes.Interface, i int) error
 	return ignoreExists(err)
 }
 
-// createApp creates app i's Service, EndpointSlice and pods.
+// createApp creates app i's Service, idle ReplicaSet, EndpointSlice and pods.
 func createApp(ctx context.Context, cs kubernetes.Interface, node string, i int) error {
 	ns, name := appName(i)
 	labels := map[string]string{"app": name}
@@ -247,6 +247,9 @@ func createApp(ctx context.Context, cs kubernetes.Interface, node string, i int)
 	if _, err := cs.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
 		// Headless: the test API server's service IP range holds 256 addresses.
 		Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}, metav1.CreateOptions{}); ignoreExists(err) != nil {
+		return err
+	}
+	if _, err := cs.AppsV1().ReplicaSets(ns).Create(ctx, idleReplicaSet(name, d), metav1.CreateOptions{}); ignoreExists(err) != nil {
 		return err
 	}
 	slice := &discoveryv1.EndpointSlice{
@@ -276,6 +279,19 @@ func createApp(ctx context.Context, cs kubernetes.Interface, node string, i int)
 		}
 	}
 	return nil
+}
+
+// idleReplicaSet is a ReplicaSet at zero replicas, as a rollout leaves
+// behind, so that a label-selected ReplicaSet list has a namespace's worth to
+// filter. Its labels match neither app's Deployment nor its pods, and nothing
+// owns it: no controller adopts or scales it.
+func idleReplicaSet(name string, d *appsv1.Deployment) *appsv1.ReplicaSet {
+	l := map[string]string{"app": name + "-previous", appsv1.DefaultDeploymentUniqueLabelKey: "0"}
+	return &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-previous", Labels: l},
+		Spec: appsv1.ReplicaSetSpec{Replicas: ptr.To[int32](0), Selector: &metav1.LabelSelector{MatchLabels: l},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: l}, Spec: *d.Spec.Template.Spec.DeepCopy()}},
+	}
 }
 
 // waitPodsRunning waits until want pods in the scale namespaces are Running,
