@@ -134,7 +134,7 @@ func StartGuard(ctx context.Context, o GuardOptions) (*Guard, error) {
 	return nil, fmt.Errorf("cutover-guard did not become ready: %w\n%s", lastErr, tailLines(readFile(logPath), 30))
 }
 
-// knowsFlag reports whether binary lists --name in its -h usage.
+// start starts binary with g.Args, its output appended to LogPath.
 func (g *Guard) start(binary string) error {
 	logFile, err := os.OpenFile(g.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
