@@ -1,10 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"math"
+	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -82,6 +86,9 @@ type results struct {
 	// at the end.
 	proxyAccepted int64
 	proxyOpen     int
+	// began is when the load began; loadBefore the load average then.
+	began      time.Time
+	loadBefore string
 	// faultErr is an error of the fault makers (not of the guard).
 	faultErr error
 }
@@ -170,6 +177,31 @@ func (r *results) inWindow(why string, o outcome) int {
 	return n
 }
 
+// topLines returns the n lines most often in the denials of switches to
+// green inside windows for why, with their counts: what the clients were
+// told.
+func (r *results) topLines(why string, n int) []string {
+	seen := map[string]int{}
+	for _, s := range r.samples {
+		if s.kind != kindSwitchGreen || s.outcome != denied || r.tl.covering(s.start, s.end) != why {
+			continue
+		}
+		_, text, _ := strings.Cut(s.msg, "denied the request: ")
+		for l := range strings.SplitSeq(text, "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				seen[l]++
+			}
+		}
+	}
+	lines := slices.Collect(maps.Keys(seen))
+	slices.SortFunc(lines, func(a, b string) int { return cmp.Or(seen[b]-seen[a], strings.Compare(a, b)) })
+	var out []string
+	for _, l := range lines[:min(n, len(lines))] {
+		out = append(out, fmt.Sprintf("%dx %q", seen[l], l))
+	}
+	return out
+}
+
 func (r *results) count(kind string, o outcome) int {
 	n := 0
 	for _, s := range r.samples {
@@ -217,7 +249,8 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 
 // print writes the report.
 func (r *results) print(w io.Writer, s settings, took time.Duration) {
-	fmt.Fprintf(w, "\nsoak: %s of load (%d switchers, %d editors, %d shifters), green flapping every %s, database faults every %s\n\n",
+	fmt.Fprintf(w, "\nsoak: %s UTC, %d CPUs, load average %s at the start of the load, %s at the end\n", r.began.UTC().Format("2006-01-02 15:04"), runtime.NumCPU(), r.loadBefore, loadAvg())
+	fmt.Fprintf(w, "soak: %s of load (%d switchers, %d editors, %d shifters), green flapping every %s, database faults every %s\n\n",
 		took.Round(time.Second), s.switchers, s.editors, s.shifters, s.flap, s.faultPhase)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "kind\trequests\tallowed\tdenied\tstale\tfailed\tp50\tp99\t")
@@ -259,6 +292,11 @@ func (r *results) print(w io.Writer, s settings, took time.Duration) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t\n", why, r.inWindow(why, ""), r.inWindow(why, denied), r.inWindow(why, allowed))
 	}
 	tw.Flush()
+	for _, why := range r.windowKinds() {
+		for _, l := range r.topLines(why, 2) {
+			fmt.Fprintf(w, "  %s: %s\n", why, l)
+		}
+	}
 	var phases []string
 	for k, n := range r.tl.counts {
 		phases = append(phases, fmt.Sprintf("%s %d", k, n))
@@ -286,3 +324,12 @@ func round(d time.Duration) time.Duration {
 }
 
 func mib(b float64) string { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
+
+// loadAvg is the 1, 5 and 15 minute load average: the machine may be shared.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " / ")
+	}
+	return "unknown"
+}

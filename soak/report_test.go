@@ -226,3 +226,31 @@ func TestParseFlags(t *testing.T) {
 		})
 	}
 }
+
+func TestTopLines(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	const (
+		prefix   = `admission webhook "httproute.cutover-guard.dev" denied the request: `
+		notReady = "service production/app-green: deployment app-green is not ready (0/2 ready, 2 pending); wait for it"
+		noEPs    = "service production/app-green: service app-green has no endpoints on port 80; check its pods"
+	)
+	denial := func(from int, lines ...string) sample {
+		return sample{kind: kindSwitchGreen, outcome: denied, start: at(from), end: at(from + 1), msg: prefix + strings.Join(lines, "\n")}
+	}
+	tl := &timeline{}
+	tl.add(window{from: at(10), to: at(20), why: whyGreenNotReady})
+	r := &results{tl: tl, samples: []sample{
+		denial(11, notReady, noEPs),
+		denial(12, notReady),
+		denial(30, noEPs), // outside the window
+		{kind: kindLabel, outcome: denied, start: at(13), end: at(14), msg: prefix + noEPs},
+	}}
+	want := []string{`2x "` + notReady + `"`, `1x "` + noEPs + `"`}
+	if diff := cmp.Diff(want, r.topLines(whyGreenNotReady, 5)); diff != "" {
+		t.Errorf("topLines (-want +got):\n%s", diff)
+	}
+	if got := r.topLines(whyDatabaseFault+" blackhole", 5); len(got) != 0 {
+		t.Errorf("topLines of a window with no switches = %q, want none", got)
+	}
+}

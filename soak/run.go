@@ -39,6 +39,7 @@ func run(ctx context.Context, s settings) (ok bool, err error) {
 	logf("load for %s: guard has %.0f goroutines, %s RSS", s.duration, r.start.goroutines, mib(r.start.rssBytes))
 
 	began := time.Now()
+	r.began, r.loadBefore = began, loadAvg()
 	loadCtx, endLoad := context.WithTimeout(ctx, s.duration)
 	defer endLoad()
 	var makers sync.WaitGroup
