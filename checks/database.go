@@ -8,6 +8,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"slices"
@@ -47,6 +48,8 @@ const (
 	ReasonDatabaseConnectRefused     Reason = "DatabaseConnectRefused"
 	ReasonDatabaseUnreachable        Reason = "DatabaseUnreachable"
 	ReasonDatabaseNoResponse         Reason = "DatabaseNoResponse"
+	ReasonDatabaseConnectionReset    Reason = "DatabaseConnectionReset"
+	ReasonDatabaseConnectionClosed   Reason = "DatabaseConnectionClosed"
 	ReasonDatabaseTLSUnavailable     Reason = "DatabaseTLSUnavailable"
 	ReasonDatabaseTLSRequired        Reason = "DatabaseTLSRequired"
 	ReasonDatabaseTLSFailed          Reason = "DatabaseTLSFailed"
@@ -280,7 +283,7 @@ func (p *Prober) storeCache(key [sha256.Size]byte, r probeResult) {
 // run probes d in order: host private, TCP connect, TLS, authentication,
 // database exists, SELECT 1. The first failure ends it.
 func (p *Prober) run(ctx context.Context, d *dsn) probeResult {
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	ctx, cancel := context.WithTimeout(context.WithValue(ctx, probeDial{}, true), p.timeout)
 	defer cancel()
 
 	addrs, res, ok := p.checkHosts(ctx, d)
@@ -394,24 +397,60 @@ type dialTracker struct {
 	dialFn func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	mu          sync.Mutex
-	connected   int  // TCP connections established
-	tlsRefused  bool // postgres: the server answered N to SSLRequest
-	tlsAccepted bool // postgres: the server answered S to SSLRequest
-	netReady    bool // postgres: TLS (if any) done, protocol begun
+	connected   int       // TCP connections established
+	tlsRefused  bool      // postgres: the server answered N to SSLRequest
+	tlsAccepted bool      // postgres: the server answered S to SSLRequest
+	netReady    bool      // postgres: TLS (if any) begun, protocol begun
+	tlsConn     *tls.Conn // postgres: the TLS connection, once begun
+	received    int       // bytes read from the server, TLS records included
+	ioErr       error     // the first read or write error that was not a timeout
 }
 
 type trackerState struct {
 	connected                         int
 	tlsRefused, tlsAccepted, netReady bool
+	// tlsDone is true once a TLS handshake completed.
+	tlsDone  bool
+	received int
+	ioErr    error
 }
 
 func (t *dialTracker) state() trackerState {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	return trackerState{t.connected, t.tlsRefused, t.tlsAccepted, t.netReady}
+	tc := t.tlsConn
+	st := trackerState{connected: t.connected, tlsRefused: t.tlsRefused, tlsAccepted: t.tlsAccepted,
+		netReady: t.netReady, received: t.received, ioErr: t.ioErr}
+	t.mu.Unlock()
+	if tc != nil {
+		st.tlsDone = tc.ConnectionState().HandshakeComplete
+	}
+	return st
 }
 
+// noteIO records what one read or write saw.
+func (t *dialTracker) noteIO(read int, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.received += read
+	if err != nil && t.ioErr == nil && !isNetTimeout(err) && !errors.Is(err, net.ErrClosed) {
+		t.ioErr = err
+	}
+}
+
+// probeDial marks the context of a probe's own connection attempts.
+type probeDial struct{}
+
+// errNotProbe refuses a connection that is not part of a probe.
+var errNotProbe = errors.New("connection outside a probe refused")
+
 func (t *dialTracker) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	// pgx sends a cancel request on a fresh connection, in the background
+	// and after the probe returned, when a connection breaks during its
+	// handshake. A probe has nothing to cancel: only dials under the probe's
+	// context may reach the database.
+	if ctx.Value(probeDial{}) == nil {
+		return nil, errNotProbe
+	}
 	c, err := t.dialFn(ctx, network, addr)
 	if err != nil {
 		return nil, err
@@ -439,7 +478,11 @@ func (c *trackedConn) Write(b []byte) (int, error) {
 		c.sslAsked = true
 	}
 	c.writes++
-	return c.Conn.Write(b)
+	n, err := c.Conn.Write(b)
+	if err != nil {
+		c.t.noteIO(0, err)
+	}
+	return n, err
 }
 
 func (c *trackedConn) Read(b []byte) (int, error) {
@@ -455,6 +498,7 @@ func (c *trackedConn) Read(b []byte) (int, error) {
 		}
 		c.t.mu.Unlock()
 	}
+	c.t.noteIO(n, err)
 	return n, err
 }
 
@@ -482,6 +526,9 @@ func (p *Prober) connectPostgres(ctx context.Context, d *dsn, t *dialTracker, ad
 	cfg.AfterNetConnect = func(_ context.Context, _ *pgconn.Config, c net.Conn) (net.Conn, error) {
 		t.mu.Lock()
 		t.netReady = true
+		if tc, ok := c.(*tls.Conn); ok {
+			t.tlsConn = tc
+		}
 		t.mu.Unlock()
 		return c, nil
 	}
@@ -607,6 +654,8 @@ func (p *Prober) classify(ctx context.Context, d *dsn, t *dialTracker, stage str
 		return deny(ReasonDatabaseConnectTimeout,
 			fmt.Sprintf("%s is not reachable within %s", at, p.timeout),
 			"is the cluster in the database's Trusted sources?")
+	case !timedOut && dropped(err, st) != "":
+		return droppedConnection(d, st, dropped(err, st))
 	case st.connected == 0 && errors.Is(err, syscall.ECONNREFUSED):
 		return deny(ReasonDatabaseConnectRefused,
 			fmt.Sprintf("nothing is listening at %s (connection refused)", d.addr()),
@@ -636,6 +685,58 @@ func (p *Prober) classify(ctx context.Context, d *dsn, t *dialTracker, stage str
 			fmt.Sprintf("%s closed the connection or did not speak the %s protocol", at, d.driver),
 			"check the scheme, host and port in "+srcPlaceholder)
 	}
+}
+
+// Ways a connection can be dropped by the server (or something in between)
+// before the probe finished.
+const (
+	droppedReset  = "reset"
+	droppedClosed = "closed"
+)
+
+// dropped tells whether the connection was reset or closed, from the
+// driver's error or, as the MySQL driver reports both as "invalid
+// connection", from what the connection itself saw.
+func dropped(err error, st trackerState) string {
+	for _, e := range []error{err, st.ioErr} {
+		switch {
+		case e == nil:
+		case errors.Is(e, syscall.ECONNRESET), errors.Is(e, syscall.EPIPE), errors.Is(e, syscall.ECONNABORTED):
+			return droppedReset
+		}
+	}
+	if st.connected == 0 {
+		return ""
+	}
+	for _, e := range []error{err, st.ioErr} {
+		if e != nil && (errors.Is(e, io.EOF) || errors.Is(e, io.ErrUnexpectedEOF)) {
+			return droppedClosed
+		}
+	}
+	return ""
+}
+
+// droppedConnection is the denial for a connection the database reset or
+// closed before the login finished, naming how far the handshake got.
+func droppedConnection(d *dsn, st trackerState, how string) probeResult {
+	at := "database at " + d.addr()
+	var when string
+	switch {
+	case st.connected == 0 || st.received == 0:
+		when = "as soon as it was opened"
+	case st.tlsAccepted && !st.tlsDone:
+		when = "during the TLS handshake"
+	default:
+		when = "during the login"
+	}
+	if how == droppedReset {
+		return deny(ReasonDatabaseConnectionReset,
+			fmt.Sprintf("%s reset the connection %s", at, when),
+			"retry; if this repeats, check the database's logs and any proxy or firewall between the cluster and "+d.addr())
+	}
+	return deny(ReasonDatabaseConnectionClosed,
+		fmt.Sprintf("%s closed the connection %s", at, when),
+		"retry once the database is up; if this repeats, check that the port in "+srcPlaceholder+" is the database's port, and the database's logs")
 }
 
 func isNetTimeout(err error) bool {

@@ -2,6 +2,7 @@
 // listeners on free loopback ports for tests: PostgreSQL with password
 // (scram-sha-256) authentication, with or without TLS; MariaDB with a password
 // user; a listener that accepts and never answers; a counting TCP proxy.
+// A server can be stopped and started again on the same port.
 //
 // Every server is torn down by t.Cleanup, also when the test fails: its
 // process group is killed and its data directory removed. Readiness is
@@ -57,6 +58,12 @@ type Server struct {
 
 	dir  string   // data directory, removed at cleanup
 	proc *process // the server process, killed at cleanup
+
+	// For Stop and Start: how to start the process on a port, the signal
+	// that stops it, and a login that shows it is ready.
+	launch func(port int) *process
+	stop   syscall.Signal
+	login  func(ctx context.Context) error
 }
 
 // Addr is host:port.
@@ -150,6 +157,16 @@ func StartPostgres(t testing.TB, o PostgresOptions) *Server {
 		return err
 	}
 	s.proc = runUntilReady(t, start, ready)
+	s.launch, s.stop = start, syscall.SIGQUIT
+	s.login = func(ctx context.Context) error {
+		admin := *s
+		admin.Database = "postgres"
+		conn, err := pgconn.Connect(ctx, admin.URL("postgresql", "sslmode=disable"))
+		if err != nil {
+			return err
+		}
+		return conn.Close(ctx)
+	}
 	return s
 }
 
@@ -222,6 +239,8 @@ func StartMariaDB(t testing.TB, o MariaDBOptions) *Server {
 		return conn.Close()
 	}
 	s.proc = runUntilReady(t, start, ready)
+	s.launch, s.stop = start, syscall.SIGKILL
+	s.login = func(ctx context.Context) error { return ready(ctx, s.Port) }
 	return s
 }
 
