@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 	"go.uber.org/zap/zapcore"
@@ -28,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/cutover-guard/cutover-guard/checks"
+	"github.com/cutover-guard/cutover-guard/internal/faultproxy"
 	"github.com/cutover-guard/cutover-guard/internal/testdb"
 )
 
@@ -96,12 +99,37 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 		return u.String()
 	}
 	encoded := url.UserPassword("postgres", knownPassword).String()
+	faulty := func(o faultproxy.Options) string {
+		p, err := faultproxy.Start(pg.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Set(o)
+		t.Cleanup(func() { _ = p.Close() })
+		return withHost(p.Addr())
+	}
+	nxdomain := resolverVia(startNXDomain(t))
 
 	cases := map[string]struct {
 		dsn         string
+		resolver    func(ctx context.Context, host string) ([]netip.Addr, error)
 		wantAllowed bool
 		wantReason  string
 	}{
+		"a proxy that never answers is denied": {dsn: faulty(faultproxy.Options{Fault: faultproxy.Blackhole}), wantReason: "DatabaseNoResponse"},
+		"a reset as the connection opens is denied": {
+			dsn: faulty(faultproxy.Options{Fault: faultproxy.ResetAfter}), wantReason: "DatabaseConnectionReset",
+		},
+		"a reset during the login is denied": {
+			dsn: faulty(faultproxy.Options{Fault: faultproxy.ResetAfter, ResetAfterBytes: 4}), wantReason: "DatabaseConnectionReset",
+		},
+		"latency above the timeout is denied": {
+			dsn: faulty(faultproxy.Options{Fault: faultproxy.Delay, Delay: 4 * time.Second}), wantReason: "DatabaseNoResponse",
+		},
+		"a server that closes the connection is denied": {dsn: withHost(closingListener(t)), wantReason: "DatabaseConnectionClosed"},
+		"a host that does not resolve is denied": {
+			dsn: withHost("db-green.private.cutover-guard.test:5432"), resolver: nxdomain, wantReason: "DatabaseHostUnresolvable",
+		},
 		"a reachable database is allowed":         {dsn: plain, wantAllowed: true},
 		"a wrong password is denied":              {dsn: withPassword(knownPassword + "x"), wantReason: "DatabaseAuthFailed"},
 		"a missing database is denied":            {dsn: withDB("nope"), wantReason: "DatabaseNotFound"},
@@ -130,6 +158,7 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 				Timeout:      500 * time.Millisecond,
 				CacheTTL:     -1,
 				Observe:      metrics.ObserveProbe,
+				Resolver:     tc.resolver,
 			})
 			reader := fake.NewClientBuilder().WithScheme(Scheme()).WithObjects(readyGreenWithSecretDSN(tc.dsn)...).Build()
 			mux := http.NewServeMux()
@@ -201,6 +230,71 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 		t.Error("no database probe metrics: the assertion below would prove nothing")
 	}
 	assertNoSecret(t, "the metrics", text.String(), plain)
+}
+
+// closingListener accepts connections on loopback, reads what the client
+// sends first and closes, as a database going down does (closing without
+// reading would make the kernel answer with a reset). It returns its
+// host:port.
+func closingListener(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, _ = c.Read(make([]byte, 512))
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().String()
+}
+
+// startNXDomain runs a DNS server on a loopback UDP port that answers every
+// query with NXDOMAIN, and returns its address.
+func startNXDomain(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	srv := &dns.Server{PacketConn: pc, NotifyStartedFunc: func() { close(started) },
+		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+			m := new(dns.Msg)
+			m.SetRcode(r, dns.RcodeNameError)
+			_ = w.WriteMsg(m)
+		})}
+	served := make(chan error, 1)
+	go func() { served <- srv.ActivateAndServe() }()
+	select {
+	case <-started:
+	case err := <-served:
+		t.Fatalf("dns server: %v", err)
+	}
+	t.Cleanup(func() { _ = srv.Shutdown(); <-served })
+	return pc.LocalAddr().String()
+}
+
+// resolverVia resolves with the Go resolver through the DNS server at addr
+// only, whatever /etc/resolv.conf says.
+func resolverVia(addr string) func(ctx context.Context, host string) ([]netip.Addr, error) {
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", addr)
+	}}
+	return func(ctx context.Context, host string) ([]netip.Addr, error) {
+		return r.LookupNetIP(ctx, "ip", host)
+	}
 }
 
 // assertNoSecret fails if out holds the password in any spelling or the DSN.
