@@ -71,7 +71,7 @@ func (h *overrideHarness) postBody(t *testing.T, body []byte) *admissionv1.Admis
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("HTTP status %d", resp.StatusCode)
 	}
