@@ -89,6 +89,10 @@ type results struct {
 	// began is when the load began; loadBefore the load average then.
 	began      time.Time
 	loadBefore string
+	// log is the guard's log judged against the watch's history of green;
+	// logErr says why it could not be.
+	log    logJudgement
+	logErr error
 	// faultErr is an error of the fault makers (not of the guard).
 	faultErr error
 }
@@ -124,6 +128,15 @@ func (r *results) violations() []string {
 		if guard < client {
 			v = append(v, fmt.Sprintf("the guard counted %.0f %s decisions, fewer than the %.0f the clients saw: a decision went unrecorded, or came from elsewhere", guard, res.name, client))
 		}
+	}
+	if n := len(r.log.notReady); n > 0 {
+		v = append(v, fmt.Sprintf("the guard's log has %d allowed switches to green that read it not fully Ready, e.g. %s", n, r.log.notReady[0]))
+	}
+	if n := len(r.log.unknown); n > 0 {
+		v = append(v, fmt.Sprintf("the guard's log has %d allowed switches to green that read a version of it the watch never saw, e.g. %s", n, r.log.unknown[0]))
+	}
+	if r.logErr != nil {
+		v = append(v, r.logErr.Error())
 	}
 	if n := decided(r.start, r.end, "error"); n > 0 {
 		v = append(v, fmt.Sprintf("the guard counted %.0f internal errors: see its log", n))
@@ -303,6 +316,8 @@ func (r *results) print(w io.Writer, s settings, took time.Duration) {
 	}
 	slices.Sort(phases)
 	fmt.Fprintf(w, "phases entered: %s\n", strings.Join(phases, ", "))
+	fmt.Fprintf(w, "guard log: %d decisions allowed a switch to green; by a watch's history of deployment %s, %d read it not fully Ready, %d read a version the watch never saw\n",
+		r.log.allowed, tutorial.Green, len(r.log.notReady), len(r.log.unknown))
 	fmt.Fprintf(w, "proxy: %d connections to green's database accepted, %d open at the end\n", r.proxyAccepted, r.proxyOpen)
 
 	fmt.Fprintf(w, "\nguard process (go_goroutines, process_resident_memory_bytes):\n")
@@ -315,7 +330,7 @@ func (r *results) print(w io.Writer, s settings, took time.Duration) {
 	if v := r.violations(); len(v) > 0 {
 		fmt.Fprintf(w, "\nINVARIANTS BROKEN (%d):\n  %s\n", len(v), strings.Join(v, "\n  "))
 	} else {
-		fmt.Fprintf(w, "\nevery invariant held: no unsafe switch allowed, no edit denied, no client error that is not a verdict, the guard's counts cover the clients', goroutines and database connections back down\n")
+		fmt.Fprintf(w, "\nevery invariant held: no unsafe switch allowed (by the fault windows and by the guard's log), no edit denied, no client error that is not a verdict, the guard's counts cover the clients', goroutines and database connections back down\n")
 	}
 }
 

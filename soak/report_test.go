@@ -2,14 +2,20 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/cutover-guard/cutover-guard/e2e/tutorial"
 )
 
 func TestClassify(t *testing.T) {
@@ -252,5 +258,49 @@ func TestTopLines(t *testing.T) {
 	}
 	if got := r.topLines(whyDatabaseFault+" blackhole", 5); len(got) != 0 {
 		t.Errorf("topLines of a window with no switches = %q, want none", got)
+	}
+}
+
+func TestJudgeLog(t *testing.T) {
+	line := func(msg, name, target, rv string) string {
+		return fmt.Sprintf(`{"level":"info","msg":%q,"namespace":"production","name":%q,"requestID":"r-%s","targets":["service production/%s:80"],"findings":[],"observed":["service production/%s@1","deployment production/%s@%s"]}`,
+			msg, name, rv, target, target, target, rv)
+	}
+	log := strings.Join([]string{
+		"+ cutover-guard --port=1",
+		line("cutover allowed", "myapp", "app-green", "10"),
+		line("cutover with_warnings", "myapp", "app-green", "11"),
+		line("cutover allowed", "myapp", "app-green", "12"),
+		line("cutover allowed", "myapp", "app-green", "99"),
+		line("cutover denied", "myapp", "app-green", "11"),
+		line("cutover allowed", "myapp", "app-blue", "11"),
+		line("cutover allowed", "myapp-weights", "app-green", "11"),
+	}, "\n")
+	path := filepath.Join(t.TempDir(), "cutover-guard.log")
+	if err := os.WriteFile(path, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ready := tutorial.MustLoad().Deployment(tutorial.Green, 2, false)
+	ready.Generation, ready.Status = 1, appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: 2, UpdatedReplicas: 2, ReadyReplicas: 2, AvailableReplicas: 2}
+	pending := ready.DeepCopy()
+	pending.Status.ReadyReplicas, pending.Status.AvailableReplicas = 0, 0
+	h := &history{ready: map[string]bool{}, state: map[string]string{}}
+	for rv, d := range map[string]*appsv1.Deployment{"10": ready, "11": ready, "12": pending} {
+		d = d.DeepCopy()
+		d.ResourceVersion = rv
+		h.record(d)
+	}
+	got, err := judgeLog(path, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.allowed != 4 {
+		t.Errorf("allowed switches to green = %d, want 4 (denials, other targets and other routes are not judged)", got.allowed)
+	}
+	if len(got.notReady) != 1 || !strings.Contains(got.notReady[0], "r-12") || !strings.Contains(got.notReady[0], "ready 0") {
+		t.Errorf("not ready = %q, want request r-12 with its state", got.notReady)
+	}
+	if len(got.unknown) != 1 || !strings.Contains(got.unknown[0], `resourceVersion "99"`) {
+		t.Errorf("unknown = %q, want the one that read resourceVersion 99", got.unknown)
 	}
 }

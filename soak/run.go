@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/cutover-guard/cutover-guard/e2e/tutorial"
 )
 
 // sampleEvery is how often the guard's goroutines and memory are read
@@ -38,6 +40,13 @@ func run(ctx context.Context, s settings) (ok bool, err error) {
 	r.maxGoroutines, r.maxRSS = r.start.goroutines, r.start.rssBytes
 	logf("load for %s: guard has %.0f goroutines, %s RSS", s.duration, r.start.goroutines, mib(r.start.rssBytes))
 
+	watchCtx, endWatch := context.WithCancel(ctx)
+	defer endWatch()
+	hist, err := watchGreen(watchCtx, e.cluster.Clientset)
+	if err != nil {
+		return false, err
+	}
+
 	began := time.Now()
 	r.began, r.loadBefore = began, loadAvg()
 	loadCtx, endLoad := context.WithTimeout(ctx, s.duration)
@@ -63,6 +72,11 @@ func run(ctx context.Context, s settings) (ok bool, err error) {
 	logf("load stopped after %d requests; waiting up to %s for the guard to drain", len(r.samples), drainTimeout)
 	if err := e.drain(ctx, r); err != nil {
 		return false, err
+	}
+	if err := hist.catchUp(ctx, e.cluster.Clientset); err != nil {
+		r.logErr = fmt.Errorf("the watch on deployment %s did not catch up with the API server: %w", tutorial.Green, err)
+	} else if r.log, err = judgeLog(e.guard.LogPath, hist); err != nil {
+		r.logErr = fmt.Errorf("reading the guard's log %s: %w", e.guard.LogPath, err)
 	}
 	r.print(os.Stdout, s, took)
 	fmt.Printf("guard log: %s\n", e.guard.LogPath)
