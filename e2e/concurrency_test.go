@@ -167,8 +167,12 @@ func (e *env) stormRoute(t *testing.T) *gwv1.HTTPRoute {
 // version is the Deployment as one resourceVersion held it.
 type version struct {
 	ready bool
-	state string
-	seen  time.Time // when the watch delivered it: after the API server stored it
+	// rolling: not Ready although every wanted replica is ready (a rollout
+	// in progress, old pods left): a guard that counted ready pods only
+	// would allow it.
+	rolling bool
+	state   string
+	seen    time.Time // when the watch delivered it: after the API server stored it
 }
 
 // history records every resourceVersion of one Deployment a watch saw.
@@ -234,7 +238,9 @@ func (h *history) consume(events <-chan watch.Event) {
 }
 
 func (h *history) record(d *appsv1.Deployment) {
-	h.set(d.ResourceVersion, version{ready: tutorial.FullyReady(d), state: tutorial.DeploymentState(d)})
+	ready := tutorial.FullyReady(d)
+	rolling := !ready && d.Spec.Replicas != nil && *d.Spec.Replicas >= 1 && d.Status.ReadyReplicas >= *d.Spec.Replicas
+	h.set(d.ResourceVersion, version{ready: ready, rolling: rolling, state: tutorial.DeploymentState(d)})
 }
 
 func (h *history) set(rv string, v version) {
@@ -742,6 +748,7 @@ type verdict struct {
 	observedRVs      map[string]bool
 	took             []time.Duration // of decisions to green
 	freshChecked     int             // decisions judgeFresh could place in time
+	readRolling      int             // denials of green that read a rolling version
 	problems         []problem
 	kinds            map[problemKind]int // problems found, kept or not
 	outcomes         map[string]int
@@ -831,6 +838,8 @@ func (v *verdict) judge(hist *history, d decision, attempts []attempt) {
 			tutorial.Green, tutorial.Green, rv, was.state, d.raw)
 	case !d.allowed() && was.ready:
 		v.deniedWhileReady[strings.Join(d.Findings, ",")]++
+	case was.rolling:
+		v.readRolling++
 	}
 	if known {
 		v.judgeFresh(hist, d, rv, attempts)
@@ -908,6 +917,7 @@ func (v *verdict) summary(hist *history, s *storm, counted, logged int) string {
 		stormClients, stormDuration, tutorial.Green, hist.flaps(), versions, len(v.observedRVs), s.phaseTimeouts.Load(), phaseTimeout)
 	fmt.Fprintf(&b, "guard decisions on the route: %d logged, %d counted; to %s: %d allowed, %d denied (of which %d read a fully Ready Deployment); to %s: %d allowed, %d denied\n",
 		logged, counted, tutorial.Green, v.allowedGreen, v.deniedGreen, sumCounts(v.deniedWhileReady), tutorial.Blue, v.allowedBlue, v.deniedBlue)
+	fmt.Fprintf(&b, "  %d denials of %s read a version not Ready although every wanted replica was ready (a rollout in progress)\n", v.readRolling, tutorial.Green)
 	fmt.Fprintf(&b, "  %d decisions to %s placed after the start of a request of their user, so checked for a stale read\n", v.freshChecked, tutorial.Green)
 	if n := len(v.took); n > 0 {
 		slices.Sort(v.took)
