@@ -61,12 +61,18 @@ func requireLocal(t *testing.T, addr string) {
 		}
 		t.Skipf("no database server at %s", addr)
 	}
-	c.Close()
+	_ = c.Close()
 }
 
+// The whole package must leave no goroutine behind: the throwaway servers'
+// waiters, the proxies, DNS servers and drivers all end by the time their
+// tests' cleanups have run.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
 // verifyNoLeaks checks, after every other cleanup of t has run, that t left
-// no goroutine behind. Goroutines that were running when it was called
-// (other tests', the test runner's) are ignored.
+// no goroutine behind, so that a leak is blamed on the fault that caused it.
+// Goroutines that were running when it was called (the test runner's, those
+// of earlier tests still winding down) are ignored.
 func verifyNoLeaks(t *testing.T) {
 	t.Helper()
 	before := goleak.IgnoreCurrent()
@@ -264,7 +270,7 @@ func establishedTo(t *testing.T, port int) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	want := fmt.Sprintf(":%04X", port)
 	n := 0
 	sc := bufio.NewScanner(f)
@@ -286,10 +292,14 @@ func TestFaultsServerRestartDuringProbe(t *testing.T) {
 	}
 	verifyNoLeaks(t)
 	srv := testdb.StartPostgres(t, testdb.PostgresOptions{Password: pgPassword})
-	// The proxy holds the probe's first bytes for a while, well inside the
-	// probe's timeout: the server is stopped while the probe waits.
-	proxy := startFaultProxy(t, srv.Addr(), faultproxy.Options{Fault: faultproxy.Delay, Delay: 3 * time.Second})
-	p := NewProber(ProberOptions{PrivateCIDRs: loopback, Timeout: 10 * time.Second, CacheTTL: -1})
+	// The proxy holds the probe's first bytes, well inside the probe's
+	// timeout, for longer than the server can take to stop (Stop kills it
+	// after 10 s): the server goes away while the probe waits, and the probe
+	// ends as soon as it has gone, not when the hold ends. A shorter hold
+	// could hand the startup message to a server still shutting down, which
+	// answers 57P03 instead.
+	proxy := startFaultProxy(t, srv.Addr(), faultproxy.Options{Fault: faultproxy.Delay, Delay: 15 * time.Second})
+	p := NewProber(ProberOptions{PrivateCIDRs: loopback, Timeout: 30 * time.Second, CacheTTL: -1})
 	dsn := withHost(t, srv.URL("postgresql", "sslmode=disable"), proxy.Addr())
 
 	done := make(chan []Finding, 1)
@@ -301,7 +311,7 @@ func TestFaultsServerRestartDuringProbe(t *testing.T) {
 	var got []Finding
 	select {
 	case got = <-done:
-	case <-time.After(30 * time.Second):
+	case <-time.After(60 * time.Second):
 		t.Fatal("the probe did not return after the server stopped")
 	}
 	want := denial(ReasonDatabaseConnectionClosed,
@@ -373,7 +383,9 @@ func startDNS(t *testing.T, answer bool) *dnsServer {
 		if err := srv.Shutdown(); err != nil {
 			t.Errorf("stop the dns server: %v", err)
 		}
-		<-served
+		if err := <-served; err != nil {
+			t.Errorf("dns server: %v", err)
+		}
 	})
 	return s
 }
@@ -396,7 +408,7 @@ func resolverVia(addr string) func(ctx context.Context, host string) ([]netip.Ad
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "udp", addr)
 		if err == nil {
-			context.AfterFunc(ctx, func() { c.Close() })
+			context.AfterFunc(ctx, func() { _ = c.Close() })
 		}
 		return c, err
 	}}
@@ -531,7 +543,7 @@ func TestLeakThousandProbes(t *testing.T) {
 				leakFault{fault: faultproxy.Options{Fault: faultproxy.ResetAfter, ResetAfterBytes: 40}, query: "sslmode=disable", want: ReasonDatabaseConnectionReset},
 				leakFault{fault: faultproxy.Options{Fault: faultproxy.ResetAfter, ResetAfterBytes: 200}, query: "sslmode=require", want: ReasonDatabaseConnectionReset},
 				leakFault{fault: faultproxy.Options{Fault: faultproxy.Blackhole}, query: "sslmode=disable", slow: true},
-				leakFault{fault: faultproxy.Options{Fault: faultproxy.Delay, Delay: 3 * time.Second}, query: "sslmode=disable", slow: true},
+				leakFault{fault: faultproxy.Options{Fault: faultproxy.Delay, Delay: time.Second}, query: "sslmode=disable", slow: true},
 			),
 		},
 		"mariadb": {
@@ -542,7 +554,7 @@ func TestLeakThousandProbes(t *testing.T) {
 				leakFault{fault: faultproxy.Options{Fault: faultproxy.ResetAfter, ResetAfterBytes: 4}, want: ReasonDatabaseConnectionReset},
 				leakFault{fault: faultproxy.Options{Fault: faultproxy.ResetAfter, ResetAfterBytes: 0x70}, want: ReasonDatabaseConnectionReset},
 				leakFault{fault: faultproxy.Options{Fault: faultproxy.Blackhole}, slow: true},
-				leakFault{fault: faultproxy.Options{Fault: faultproxy.Delay, Delay: 3 * time.Second}, slow: true},
+				leakFault{fault: faultproxy.Options{Fault: faultproxy.Delay, Delay: time.Second}, slow: true},
 			),
 		},
 	}

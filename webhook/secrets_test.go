@@ -124,7 +124,7 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 			dsn: faulty(faultproxy.Options{Fault: faultproxy.ResetAfter, ResetAfterBytes: 4}), wantReason: "DatabaseConnectionReset",
 		},
 		"latency above the timeout is denied": {
-			dsn: faulty(faultproxy.Options{Fault: faultproxy.Delay, Delay: 4 * time.Second}), wantReason: "DatabaseNoResponse",
+			dsn: faulty(faultproxy.Options{Fault: faultproxy.Delay, Delay: 10 * time.Second}), wantReason: "DatabaseNoResponse",
 		},
 		"a server that closes the connection is denied": {dsn: withHost(closingListener(t)), wantReason: "DatabaseConnectionClosed"},
 		"a host that does not resolve is denied": {
@@ -155,7 +155,7 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 			recorder := events.NewFakeRecorder(8)
 			prober := checks.NewProber(checks.ProberOptions{
 				PrivateCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
-				Timeout:      500 * time.Millisecond,
+				Timeout:      2 * time.Second, // a cold first login on a loaded machine needs more than 500ms
 				CacheTTL:     -1,
 				Observe:      metrics.ObserveProbe,
 				Resolver:     tc.resolver,
@@ -252,10 +252,10 @@ func closingListener(t *testing.T) string {
 			}
 			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 			_, _ = c.Read(make([]byte, 512))
-			c.Close()
+			_ = c.Close()
 		}
 	}()
-	t.Cleanup(func() { ln.Close(); <-done })
+	t.Cleanup(func() { _ = ln.Close(); <-done })
 	return ln.Addr().String()
 }
 
@@ -281,7 +281,14 @@ func startNXDomain(t *testing.T) string {
 	case err := <-served:
 		t.Fatalf("dns server: %v", err)
 	}
-	t.Cleanup(func() { _ = srv.Shutdown(); <-served })
+	t.Cleanup(func() {
+		if err := srv.Shutdown(); err != nil {
+			t.Errorf("stop the dns server: %v", err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("dns server: %v", err)
+		}
+	})
 	return pc.LocalAddr().String()
 }
 

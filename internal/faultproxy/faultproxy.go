@@ -194,7 +194,7 @@ func (p *Proxy) serve(client net.Conn, o Options) {
 	defer p.wg.Done()
 	defer p.open.Add(-1)
 	defer p.untrack(client)
-	defer client.Close()
+	defer func() { _ = client.Close() }()
 
 	if o.Fault == Blackhole {
 		_, _ = io.Copy(io.Discard, client)
@@ -208,7 +208,7 @@ func (p *Proxy) serve(client net.Conn, o Options) {
 		reset(client)
 		return
 	}
-	defer server.Close()
+	defer func() { _ = server.Close() }()
 	if !p.track(server) {
 		return
 	}

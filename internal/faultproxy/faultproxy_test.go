@@ -56,10 +56,10 @@ func startEcho(t *testing.T) *echoServer {
 		}
 	})
 	t.Cleanup(func() {
-		ln.Close()
+		_ = ln.Close()
 		e.mu.Lock()
 		for _, c := range e.conns {
-			c.Close()
+			_ = c.Close()
 		}
 		e.mu.Unlock()
 		e.wg.Wait()
@@ -113,7 +113,7 @@ func dial(t *testing.T, addr string) net.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
 
@@ -163,7 +163,7 @@ func TestForwardEchoesAndCounts(t *testing.T) {
 		t.Errorf("Open() = %d, want 3", n)
 	}
 	for _, c := range clients {
-		c.Close()
+		_ = c.Close()
 	}
 	poll(t, "open connections back to 0", func() bool { return p.Open() == 0 })
 	poll(t, "echo server saw every connection end", func() bool { return len(echo.endings()) == 3 })
@@ -192,7 +192,7 @@ func TestBlackholeNeverAnswersNorDials(t *testing.T) {
 	if n := p.Open(); n != 1 {
 		t.Errorf("Open() = %d, want 1", n)
 	}
-	c.Close()
+	_ = c.Close()
 	poll(t, "the blackholed connection is released", func() bool { return p.Open() == 0 })
 }
 
@@ -314,7 +314,7 @@ func TestUnreachableTargetResetsClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	target := ln.Addr().String()
-	ln.Close() // nothing listens there now
+	_ = ln.Close() // nothing listens there now
 	p := startProxy(t, target)
 	if _, err := readUntilEnd(t, p.Addr(), nil); !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("read = %v, want a connection reset", err)
@@ -325,7 +325,7 @@ func TestUnreachableTargetResetsClient(t *testing.T) {
 func TestStartRejectsBadTarget(t *testing.T) {
 	p, err := Start("no-port")
 	if err == nil {
-		p.Close()
+		_ = p.Close()
 		t.Fatal("Start accepted a target without a port")
 	}
 	if want := `faultproxy: target "no-port" is not host:port`; !bytes.Contains([]byte(err.Error()), []byte(want)) {
@@ -349,7 +349,7 @@ func readUntilEnd(t *testing.T, addr string, msg []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
