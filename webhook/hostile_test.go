@@ -54,7 +54,7 @@ func (h *harness) postBody(t *testing.T, path string, body []byte) (int, *admiss
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
