@@ -809,6 +809,11 @@ func pgServerError(d *dsn, e *pgconn.PgError, stage string) probeResult {
 		return deny(ReasonDatabaseProbeFailed,
 			fmt.Sprintf("%s is starting up, shutting down or in recovery", at),
 			"wait until the database accepts connections")
+	case "57P01", "57P02":
+		// admin_shutdown, crash_shutdown: the server ended the session.
+		return deny(ReasonDatabaseConnectionClosed,
+			fmt.Sprintf("%s ended the login because it is shutting down or restarting (SQLSTATE %s)", at, e.Code),
+			"retry once the database is up")
 	}
 	return deny(ReasonDatabaseProbeFailed,
 		fmt.Sprintf("%s refused the connection (SQLSTATE %s)", at, sqlState(e.Code)),
@@ -860,6 +865,10 @@ func mysqlServerError(d *dsn, e *mysql.MySQLError, stage string) probeResult {
 		return deny(ReasonDatabaseProbeFailed,
 			fmt.Sprintf("%s has no free connection slots", at),
 			"raise max_connections or use a connection pool")
+	case 1053:
+		return deny(ReasonDatabaseConnectionClosed,
+			fmt.Sprintf("%s ended the login because it is shutting down (mysql error 1053)", at),
+			"retry once the database is up")
 	}
 	return deny(ReasonDatabaseProbeFailed,
 		fmt.Sprintf("%s refused the connection (mysql error %d)", at, e.Number),

@@ -662,3 +662,44 @@ func TestFaultsNoDialOutsideAProbe(t *testing.T) {
 		t.Errorf("%d connections counted, want 0", st.connected)
 	}
 }
+
+func TestFaultsServerShuttingDownDuringLogin(t *testing.T) {
+	pg, perr := parseDSN("postgresql://app@10.0.0.5:5432/app")
+	if perr != nil {
+		t.Fatal(perr.message)
+	}
+	my, perr := parseDSN("mysql://app@10.0.0.6:3306/app")
+	if perr != nil {
+		t.Fatal(perr.message)
+	}
+	tests := map[string]struct {
+		got  probeResult
+		want probeResult
+	}{
+		"postgres ends the session for a shutdown (57P01)": {
+			got: pgServerError(pg, &pgconn.PgError{Code: "57P01"}, stageConnect),
+			want: deny(ReasonDatabaseConnectionClosed,
+				"database at 10.0.0.5:5432 ended the login because it is shutting down or restarting (SQLSTATE 57P01)",
+				"retry once the database is up"),
+		},
+		"postgres ends the session after a crash of another backend (57P02)": {
+			got: pgServerError(pg, &pgconn.PgError{Code: "57P02"}, stageConnect),
+			want: deny(ReasonDatabaseConnectionClosed,
+				"database at 10.0.0.5:5432 ended the login because it is shutting down or restarting (SQLSTATE 57P02)",
+				"retry once the database is up"),
+		},
+		"mariadb refuses the login while shutting down (1053)": {
+			got: mysqlServerError(my, &mysql.MySQLError{Number: 1053}, stageConnect),
+			want: deny(ReasonDatabaseConnectionClosed,
+				"database at 10.0.0.6:3306 ended the login because it is shutting down (mysql error 1053)",
+				"retry once the database is up"),
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, tc.got, cmp.AllowUnexported(probeResult{})); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
