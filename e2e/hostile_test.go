@@ -56,6 +56,7 @@ func TestHostileWideRoute(t *testing.T) {
 		if !r.Denied() {
 			t.Fatalf("want a denial, got:\n%s", r)
 		}
+		t.Logf("the guard's decision on %d targets took %s", wideRules*widePerRule, e.lastDecisionTook(hostileNamespace))
 		lines := deniedLines(r.Output)
 		perService := map[string]int{}
 		for _, line := range lines {
@@ -192,6 +193,21 @@ func (e *env) patchWide(t *testing.T, backend func(k int) (string, int32)) *tuto
 	t.Logf("$ kubectl patch httproute %s -n %s --type=merge -p <%d rules x %d backendRefs>: exit %d after %s",
 		tutorial.Route, hostileNamespace, wideRules, widePerRule, r.ExitCode, r.Took.Round(time.Millisecond))
 	return r
+}
+
+// decisionTook matches a decision's namespace and its time in the guard's log.
+var decisionTook = regexp.MustCompile(`"msg":"cutover [a-z_]+".*"namespace":"([^"]+)".*"took":"([^"]+)"`)
+
+// lastDecisionTook returns how long the guard's last decision on a route in
+// namespace took, as it logged it ("?" if it logged none).
+func (e *env) lastDecisionTook(namespace string) string {
+	took := "?"
+	for _, line := range strings.Split(e.guard.Log(), "\n") {
+		if m := decisionTook.FindStringSubmatch(line); m != nil && m[1] == namespace {
+			took = m[2]
+		}
+	}
+	return took
 }
 
 // wideBackends counts the backendRefs of the route in hostileNamespace.
