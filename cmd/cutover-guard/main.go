@@ -10,7 +10,6 @@ import (
 	"os"
 
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
 
 func main() {
@@ -22,7 +21,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&cfg.Zap)))
+	ctrl.SetLogger(newLogger(cfg.Zap))
 	if err := run(ctrl.SetupSignalHandler(), cfg); err != nil {
 		ctrl.Log.Error(err, "cutover-guard stopped")
 		os.Exit(1)
