@@ -62,7 +62,7 @@ func start(ctx context.Context, s settings) (_ *env, err error) {
 	if c, err := net.DialTimeout("tcp", s.postgres, 2*time.Second); err != nil {
 		return nil, fmt.Errorf("local PostgreSQL %s not answering: %w (start it, or pass -postgres=HOST:PORT)", s.postgres, err)
 	} else {
-		c.Close()
+		_ = c.Close() // only a check that it answers
 	}
 	if err := os.MkdirAll(s.workDir, 0o755); err != nil {
 		return nil, err

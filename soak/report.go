@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -261,12 +262,12 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 }
 
 // print writes the report.
-func (r *results) print(w io.Writer, s settings, took time.Duration) {
-	fmt.Fprintf(w, "\nsoak: %s UTC, %d CPUs, load average %s at the start of the load, %s at the end\n", r.began.UTC().Format("2006-01-02 15:04"), runtime.NumCPU(), r.loadBefore, loadAvg())
-	fmt.Fprintf(w, "soak: %s of load (%d switchers, %d editors, %d shifters), green flapping every %s, database faults every %s\n\n",
+func (r *results) print(w io.Writer, s settings, took time.Duration) error {
+	b := &strings.Builder{}
+	fmt.Fprintf(b, "\nsoak: %s UTC, %d CPUs, load average %s at the start of the load, %s at the end\n", r.began.UTC().Format("2006-01-02 15:04"), runtime.NumCPU(), r.loadBefore, loadAvg())
+	fmt.Fprintf(b, "soak: %s of load (%d switchers, %d editors, %d shifters), green flapping every %s, database faults every %s\n\n",
 		took.Round(time.Second), s.switchers, s.editors, s.shifters, s.flap, s.faultPhase)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "kind\trequests\tallowed\tdenied\tstale\tfailed\tp50\tp99\t")
+	rows := [][]string{{"kind", "requests", "allowed", "denied", "stale", "failed", "p50", "p99"}}
 	for _, k := range kinds {
 		var ds []time.Duration
 		for _, x := range r.samples {
@@ -277,15 +278,14 @@ func (r *results) print(w io.Writer, s settings, took time.Duration) {
 		if len(ds) == 0 {
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", k, len(ds), r.count(k, allowed), r.count(k, denied), r.count(k, stale), r.count(k, failed),
-			round(percentile(ds, 0.5)), round(percentile(ds, 0.99)))
+		rows = append(rows, []string{k, itoa(len(ds)), itoa(r.count(k, allowed)), itoa(r.count(k, denied)), itoa(r.count(k, stale)), itoa(r.count(k, failed)),
+			round(percentile(ds, 0.5)).String(), round(percentile(ds, 0.99)).String()})
 	}
-	fmt.Fprintf(tw, "all\t%d\t%d\t%d\t%d\t%d\t\t\t\n", len(r.samples), r.count("", allowed), r.count("", denied), r.count("", stale), r.count("", failed))
-	tw.Flush()
+	rows = append(rows, []string{"all", itoa(len(r.samples)), itoa(r.count("", allowed)), itoa(r.count("", denied)), itoa(r.count("", stale)), itoa(r.count("", failed)), "", ""})
+	table(b, rows)
 
-	fmt.Fprintf(w, "\nguard decisions (cutover_guard_decisions_total during the load):\n")
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "result\tfast\tchecked\tall\tclients saw\t")
+	fmt.Fprintf(b, "\nguard decisions (cutover_guard_decisions_total during the load):\n")
+	rows = [][]string{{"result", "fast", "checked", "all", "clients saw"}}
 	for _, res := range []struct {
 		name string
 		o    outcome
@@ -293,21 +293,20 @@ func (r *results) print(w io.Writer, s settings, took time.Duration) {
 		k := func(p string) float64 {
 			return r.end.decisions[decisionKey{res.name, p}] - r.start.decisions[decisionKey{res.name, p}]
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%d\t\n", res.name, k("fast"), k("checked"), decided(r.start, r.end, res.name), r.count("", res.o))
+		rows = append(rows, []string{res.name, ftoa(k("fast")), ftoa(k("checked")), ftoa(decided(r.start, r.end, res.name)), itoa(r.count("", res.o))})
 	}
-	tw.Flush()
-	fmt.Fprintf(w, "(the API server runs admission again when it retries a patch, after its write conflicted or its cached copy of the route was stale,\n so the guard may count more decisions than the clients saw; never fewer)\n")
+	table(b, rows)
+	fmt.Fprintf(b, "(the API server runs admission again when it retries a patch, after its write conflicted or its cached copy of the route was stale,\n so the guard may count more decisions than the clients saw; never fewer)\n")
 
-	fmt.Fprintf(w, "\nswitches to green wholly inside a window where they must be denied:\n")
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "window\tswitches\tdenied\tallowed\t")
+	fmt.Fprintf(b, "\nswitches to green wholly inside a window where they must be denied:\n")
+	rows = [][]string{{"window", "switches", "denied", "allowed"}}
 	for _, why := range r.windowKinds() {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t\n", why, r.inWindow(why, ""), r.inWindow(why, denied), r.inWindow(why, allowed))
+		rows = append(rows, []string{why, itoa(r.inWindow(why, "")), itoa(r.inWindow(why, denied)), itoa(r.inWindow(why, allowed))})
 	}
-	tw.Flush()
+	table(b, rows)
 	for _, why := range r.windowKinds() {
 		for _, l := range r.topLines(why, 2) {
-			fmt.Fprintf(w, "  %s: %s\n", why, l)
+			fmt.Fprintf(b, "  %s: %s\n", why, l)
 		}
 	}
 	var phases []string
@@ -315,24 +314,39 @@ func (r *results) print(w io.Writer, s settings, took time.Duration) {
 		phases = append(phases, fmt.Sprintf("%s %d", k, n))
 	}
 	slices.Sort(phases)
-	fmt.Fprintf(w, "phases entered: %s\n", strings.Join(phases, ", "))
-	fmt.Fprintf(w, "guard log: %d decisions allowed a switch to green; by a watch's history of deployment %s, %d read it not fully Ready, %d read a version the watch never saw\n",
+	fmt.Fprintf(b, "phases entered: %s\n", strings.Join(phases, ", "))
+	fmt.Fprintf(b, "guard log: %d decisions allowed a switch to green; by a watch's history of deployment %s, %d read it not fully Ready, %d read a version the watch never saw\n",
 		r.log.allowed, tutorial.Green, len(r.log.notReady), len(r.log.unknown))
-	fmt.Fprintf(w, "proxy: %d connections to green's database accepted, %d open at the end\n", r.proxyAccepted, r.proxyOpen)
+	fmt.Fprintf(b, "proxy: %d connections to green's database accepted, %d open at the end\n", r.proxyAccepted, r.proxyOpen)
 
-	fmt.Fprintf(w, "\nguard process (go_goroutines, process_resident_memory_bytes):\n")
-	fmt.Fprintf(w, "  goroutines: %.0f at the start, %.0f at most during the load, %.0f at the end\n", r.start.goroutines, r.maxGoroutines, r.end.goroutines)
-	fmt.Fprintf(w, "  RSS:        %s at the start, %s at most during the load, %s at the end\n", mib(r.start.rssBytes), mib(r.maxRSS), mib(r.end.rssBytes))
+	fmt.Fprintf(b, "\nguard process (go_goroutines, process_resident_memory_bytes):\n")
+	fmt.Fprintf(b, "  goroutines: %.0f at the start, %.0f at most during the load, %.0f at the end\n", r.start.goroutines, r.maxGoroutines, r.end.goroutines)
+	fmt.Fprintf(b, "  RSS:        %s at the start, %s at most during the load, %s at the end\n", mib(r.start.rssBytes), mib(r.maxRSS), mib(r.end.rssBytes))
 
 	if n := r.notes(); len(n) > 0 {
-		fmt.Fprintf(w, "\nnotes:\n  %s\n", strings.Join(n, "\n  "))
+		fmt.Fprintf(b, "\nnotes:\n  %s\n", strings.Join(n, "\n  "))
 	}
 	if v := r.violations(); len(v) > 0 {
-		fmt.Fprintf(w, "\nINVARIANTS BROKEN (%d):\n  %s\n", len(v), strings.Join(v, "\n  "))
+		fmt.Fprintf(b, "\nINVARIANTS BROKEN (%d):\n  %s\n", len(v), strings.Join(v, "\n  "))
 	} else {
-		fmt.Fprintf(w, "\nevery invariant held: no unsafe switch allowed (by the fault windows and by the guard's log), no edit denied, no client error that is not a verdict, the guard's counts cover the clients', goroutines and database connections back down\n")
+		fmt.Fprintf(b, "\nevery invariant held: no unsafe switch allowed (by the fault windows and by the guard's log), no edit denied, no client error that is not a verdict, the guard's counts cover the clients', goroutines and database connections back down\n")
 	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }
+
+// table renders rows, the first a header, right-aligned into b.
+func table(b *strings.Builder, rows [][]string) {
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	for _, row := range rows {
+		// A tabwriter over a strings.Builder cannot fail.
+		_, _ = io.WriteString(tw, strings.Join(row, "\t")+"\t\n")
+	}
+	_ = tw.Flush()
+}
+
+func itoa(n int) string     { return strconv.Itoa(n) }
+func ftoa(f float64) string { return strconv.FormatFloat(f, 'f', 0, 64) }
 
 func round(d time.Duration) time.Duration {
 	return d.Round(100 * time.Microsecond)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -302,5 +303,52 @@ func TestJudgeLog(t *testing.T) {
 	}
 	if len(got.unknown) != 1 || !strings.Contains(got.unknown[0], `resourceVersion "99"`) {
 		t.Errorf("unknown = %q, want the one that read resourceVersion 99", got.unknown)
+	}
+}
+
+func TestPrint(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	tl := &timeline{}
+	tl.add(window{from: at(0), to: at(10_000), why: whyGreenNotReady})
+	stats := func(allowed, denied float64) guardStats {
+		return guardStats{decisions: map[decisionKey]float64{{"allowed", "fast"}: allowed, {"denied", "checked"}: denied}, goroutines: 30, rssBytes: 32 << 20}
+	}
+	tests := map[string]struct {
+		samples []sample
+		want    []string // regular expressions
+	}{
+		"a clean run says every invariant held": {
+			samples: []sample{
+				{kind: kindSwitchGreen, outcome: denied, start: at(100), end: at(200), msg: `admission webhook "x" denied the request: service production/app-green: not ready`},
+				{kind: kindLabel, outcome: allowed, start: at(20_000), end: at(20_010)},
+			},
+			want: []string{
+				`switch to green +1 +0 +1 +0 +0 +100ms +100ms`,
+				`label edit +1 +1 +0 +0 +0 +10ms +10ms`,
+				`allowed +1 +0 +1 +1`,
+				`green not ready +1 +1 +0`,
+				`green not ready: 1x "service production/app-green: not ready"`,
+				`every invariant held`,
+			},
+		},
+		"a broken invariant is printed": {
+			samples: []sample{{kind: kindSwitchGreen, outcome: allowed, start: at(100), end: at(200)}},
+			want:    []string{`INVARIANTS BROKEN \(1\):`, `switch to green allowed at 12:00:00\.100`},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			r := &results{samples: tc.samples, tl: tl, start: stats(0, 0), end: stats(1, 1)}
+			var b strings.Builder
+			if err := r.print(&b, settings{}, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tc.want {
+				if !regexp.MustCompile(w).MatchString(b.String()) {
+					t.Errorf("report does not match %q:\n%s", w, b.String())
+				}
+			}
+		})
 	}
 }

@@ -78,7 +78,9 @@ func run(ctx context.Context, s settings) (ok bool, err error) {
 	} else if r.log, err = judgeLog(e.guard.LogPath, hist); err != nil {
 		r.logErr = fmt.Errorf("reading the guard's log %s: %w", e.guard.LogPath, err)
 	}
-	r.print(os.Stdout, s, took)
+	if err := r.print(os.Stdout, s, took); err != nil {
+		return false, err
+	}
 	fmt.Printf("guard log: %s\n", e.guard.LogPath)
 	return len(r.violations()) == 0, nil
 }
