@@ -102,7 +102,7 @@ type routeHandler struct {
 
 func (h routeHandler) Handle(ctx context.Context, req admission.Request) admission.Response {
 	if req.Kind.Group != gwv1.GroupName || req.Kind.Kind != h.kind {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf(
+		return undecodable(http.StatusBadRequest, fmt.Errorf(
 			"this endpoint validates %s.%s, got kind %q in group %q: check the rules of the webhook configuration",
 			h.kind, gwv1.GroupName, req.Kind.Kind, req.Kind.Group))
 	}
@@ -110,7 +110,7 @@ func (h routeHandler) Handle(ctx context.Context, req admission.Request) admissi
 		return admission.Allowed("subresource " + req.SubResource + " is not checked")
 	}
 	if err := routesSent(h.kind, req); err != nil {
-		return admission.Errored(http.StatusBadRequest, err)
+		return undecodable(http.StatusBadRequest, err)
 	}
 	a := &audit{}
 	resp := h.inner.Handle(withAudit(ctx, a), req)
@@ -268,10 +268,18 @@ func leadingType(body []byte) (apiVersion, kind string, ok bool) {
 	return apiVersion, kind, seen == 2
 }
 
+// undecodable is the answer to a request the guard could not read: an error,
+// never a verdict, so its message begins "internal error:" (the API server
+// shows it as "admission webhook ... denied the request: internal error: ...",
+// and nobody must take it for a finding about their route).
+func undecodable(code int32, err error) admission.Response {
+	return admission.Errored(code, fmt.Errorf("internal error: %w", err))
+}
+
 // writeRefusal writes an error response as controller-runtime's admission
 // webhook writes one for a request it could not decode.
 func writeRefusal(w http.ResponseWriter, uid types.UID, code int32, err error) {
-	resp := admission.Errored(code, err)
+	resp := undecodable(code, err)
 	resp.UID = uid
 	_ = json.NewEncoder(w).Encode(admissionv1.AdmissionReview{Response: &resp.AdmissionResponse})
 }

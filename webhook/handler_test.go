@@ -191,11 +191,11 @@ func TestHandler(t *testing.T) {
 		"a Pod sent to the HTTPRoute endpoint is an error naming the kind": {
 			path: PathHTTPRoute, file: "unknown-kind.json",
 			wantCode: http.StatusBadRequest, wantNoReads: true,
-			wantMessage: `this endpoint validates HTTPRoute.gateway.networking.k8s.io, got kind "Pod" in group "": check the rules of the webhook configuration`,
+			wantMessage: `internal error: this endpoint validates HTTPRoute.gateway.networking.k8s.io, got kind "Pod" in group "": check the rules of the webhook configuration`,
 		},
 		"an HTTPRoute sent to the GRPCRoute endpoint is an error": {
 			path: PathGRPCRoute, file: "cutover-to-green.json",
-			wantCode: http.StatusBadRequest, wantNoReads: true, wantContains: "this endpoint validates GRPCRoute",
+			wantCode: http.StatusBadRequest, wantNoReads: true, wantContains: "internal error: this endpoint validates GRPCRoute",
 		},
 	}
 	for name, tc := range tests {

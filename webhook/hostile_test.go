@@ -127,60 +127,60 @@ func TestHostileRequests(t *testing.T) {
 		"a GRPCRoute sent to the HTTPRoute path names both kinds and the webhook rules": {
 			path: PathHTTPRoute, body: testdataFile(t, "grpcroute-cutover-to-green.json"),
 			wantCode: http.StatusBadRequest, wantNoReads: true, wantUID: "a1f0c2d4-0102-4000-8000-000000000102",
-			wantMessage: `this endpoint validates HTTPRoute.gateway.networking.k8s.io, got kind "GRPCRoute" in group "gateway.networking.k8s.io": check the rules of the webhook configuration`,
+			wantMessage: `internal error: this endpoint validates HTTPRoute.gateway.networking.k8s.io, got kind "GRPCRoute" in group "gateway.networking.k8s.io": check the rules of the webhook configuration`,
 		},
 		"an HTTPRoute sent to the GRPCRoute path names both kinds and the webhook rules": {
 			path: PathGRPCRoute, body: testdataFile(t, "cutover-to-green.json"),
 			wantCode: http.StatusBadRequest, wantNoReads: true, wantUID: "a1f0c2d4-0001-4000-8000-000000000001",
-			wantMessage: `this endpoint validates GRPCRoute.gateway.networking.k8s.io, got kind "HTTPRoute" in group "gateway.networking.k8s.io": check the rules of the webhook configuration`,
+			wantMessage: `internal error: this endpoint validates GRPCRoute.gateway.networking.k8s.io, got kind "HTTPRoute" in group "gateway.networking.k8s.io": check the rules of the webhook configuration`,
 		},
 		"a Pod, not a gateway kind, names its kind and group": {
 			path: PathHTTPRoute, body: testdataFile(t, "unknown-kind.json"),
 			wantCode: http.StatusBadRequest, wantNoReads: true, wantUID: "a1f0c2d4-0005-4000-8000-000000000005",
-			wantMessage: `this endpoint validates HTTPRoute.gateway.networking.k8s.io, got kind "Pod" in group "": check the rules of the webhook configuration`,
+			wantMessage: `internal error: this endpoint validates HTTPRoute.gateway.networking.k8s.io, got kind "Pod" in group "": check the rules of the webhook configuration`,
 		},
 		"an UPDATE without oldObject says which field is missing": {
 			path: PathHTTPRoute, body: testdataFile(t, "update-without-old-object.json"),
 			wantCode: http.StatusBadRequest, wantNoReads: true, wantUID: "a1f0c2d4-0103-4000-8000-000000000103",
-			wantMessage: "the update of HTTPRoute production/myapp carries no request.oldObject: send the route as the API server does, in request.object and (on UPDATE and DELETE) request.oldObject",
+			wantMessage: "internal error: the update of HTTPRoute production/myapp carries no request.oldObject: send the route as the API server does, in request.object and (on UPDATE and DELETE) request.oldObject",
 		},
 		"an UPDATE with a null object says which field is missing": {
 			path: PathHTTPRoute, wantCode: http.StatusBadRequest, wantNoReads: true, wantUID: "a1f0c2d4-0003-4000-8000-000000000003",
 			body:        reviewVariant(t, "labels-only.json", func(r map[string]any) { request(r)["object"] = nil }),
-			wantMessage: "the update of HTTPRoute production/myapp carries no request.object: send the route as the API server does, in request.object and (on UPDATE and DELETE) request.oldObject",
+			wantMessage: "internal error: the update of HTTPRoute production/myapp carries no request.object: send the route as the API server does, in request.object and (on UPDATE and DELETE) request.oldObject",
 		},
 		"an UPDATE whose object is YAML in a string, not JSON, says so": {
 			path: PathHTTPRoute, body: testdataFile(t, "update-object-not-json.json"),
 			wantCode: http.StatusBadRequest, wantNoReads: true, wantUID: "a1f0c2d4-0104-4000-8000-000000000104",
-			wantMessage: "request.object in the update of HTTPRoute production/myapp is a JSON string, not an object: send the route as a JSON object, as the API server does",
+			wantMessage: "internal error: request.object in the update of HTTPRoute production/myapp is a JSON string, not an object: send the route as a JSON object, as the API server does",
 		},
 		"an UPDATE whose oldObject is a list says so": {
 			path: PathGRPCRoute, wantCode: http.StatusBadRequest, wantNoReads: true, wantUID: "a1f0c2d4-0102-4000-8000-000000000102",
 			body:        reviewVariant(t, "grpcroute-cutover-to-green.json", func(r map[string]any) { request(r)["oldObject"] = []any{1} }),
-			wantMessage: "request.oldObject in the update of GRPCRoute production/myapp is a JSON array, not an object: send the route as a JSON object, as the API server does",
+			wantMessage: "internal error: request.oldObject in the update of GRPCRoute production/myapp is a JSON array, not an object: send the route as a JSON object, as the API server does",
 		},
 		"an AdmissionReview of apiVersion admission.k8s.io/v2 is refused, not answered in a version nobody reads": {
 			path: PathHTTPRoute, body: testdataFile(t, "review-wrong-version.json"),
 			wantCode: http.StatusBadRequest, wantNoReads: true, wantUID: "a1f0c2d4-0105-4000-8000-000000000105",
-			wantMessage: `request body is apiVersion "admission.k8s.io/v2" kind "AdmissionReview", not an AdmissionReview of admission.k8s.io/v1 or admission.k8s.io/v1beta1: list v1 in admissionReviewVersions of the webhook configuration`,
+			wantMessage: `internal error: request body is apiVersion "admission.k8s.io/v2" kind "AdmissionReview", not an AdmissionReview of admission.k8s.io/v1 or admission.k8s.io/v1beta1: list v1 in admissionReviewVersions of the webhook configuration`,
 		},
 		"a body that is another kind of object is refused": {
 			path: PathHTTPRoute, wantCode: http.StatusBadRequest, wantNoReads: true, wantUID: "a1f0c2d4-0003-4000-8000-000000000003",
 			body:        reviewVariant(t, "labels-only.json", func(r map[string]any) { r["apiVersion"], r["kind"] = "v1", "Pod" }),
-			wantMessage: `request body is apiVersion "v1" kind "Pod", not an AdmissionReview of admission.k8s.io/v1 or admission.k8s.io/v1beta1: list v1 in admissionReviewVersions of the webhook configuration`,
+			wantMessage: `internal error: request body is apiVersion "v1" kind "Pod", not an AdmissionReview of admission.k8s.io/v1 or admission.k8s.io/v1beta1: list v1 in admissionReviewVersions of the webhook configuration`,
 		},
 		"an empty body says what to send": {
 			path: PathHTTPRoute, body: nil, wantCode: http.StatusBadRequest, wantNoReads: true,
-			wantMessage: "request body is empty: send an admission.k8s.io/v1 AdmissionReview as JSON, as the API server does",
+			wantMessage: "internal error: request body is empty: send an admission.k8s.io/v1 AdmissionReview as JSON, as the API server does",
 		},
 		"a body one byte over the limit is refused as too large": {
 			path: PathHTTPRoute, body: padded(t, testdataFile(t, "labels-only.json"), controllerRuntimeLimit+1),
 			wantCode: http.StatusRequestEntityTooLarge, wantNoReads: true,
-			wantMessage: "request body is 7340032 bytes or more, over the limit of an AdmissionReview (less than 7340032 bytes): the API server never sends one this large (objects are limited to 1.5 MiB); check what sends it",
+			wantMessage: "internal error: request body is 7340032 bytes or more, over the limit of an AdmissionReview (less than 7340032 bytes): the API server never sends one this large (objects are limited to 1.5 MiB); check what sends it",
 		},
 		"a body of exactly the limit is refused too (controller-runtime stops reading there)": {
 			path: PathGRPCRoute, body: padded(t, testdataFile(t, "grpcroute-cutover-to-green.json"), controllerRuntimeLimit),
-			wantCode: http.StatusRequestEntityTooLarge, wantNoReads: true, wantPrefix: "request body is 7340032 bytes or more",
+			wantCode: http.StatusRequestEntityTooLarge, wantNoReads: true, wantPrefix: "internal error: request body is 7340032 bytes or more",
 		},
 		"a body one byte under the limit is decided": {
 			path: PathHTTPRoute, body: padded(t, testdataFile(t, "labels-only.json"), controllerRuntimeLimit-1),
@@ -227,7 +227,7 @@ func TestHostileRequests(t *testing.T) {
 				}
 				return b
 			}(),
-			wantMessage: `request body is apiVersion "admission.k8s.io/v1alpha9" kind "AdmissionReview", not an AdmissionReview of admission.k8s.io/v1 or admission.k8s.io/v1beta1: list v1 in admissionReviewVersions of the webhook configuration`,
+			wantMessage: `internal error: request body is apiVersion "admission.k8s.io/v1alpha9" kind "AdmissionReview", not an AdmissionReview of admission.k8s.io/v1 or admission.k8s.io/v1beta1: list v1 in admissionReviewVersions of the webhook configuration`,
 		},
 	}
 	for name, tc := range tests {
@@ -251,8 +251,12 @@ func TestHostileRequests(t *testing.T) {
 			if !strings.HasPrefix(msg, tc.wantPrefix) {
 				t.Errorf("message %q does not begin %q", msg, tc.wantPrefix)
 			}
-			if strings.HasPrefix(msg, "internal error") || code >= http.StatusInternalServerError {
+			if code >= http.StatusInternalServerError {
 				t.Errorf("a failure to decide (%d %q), want a verdict or a 4xx that says what was wrong", code, msg)
+			}
+			// A request the guard could not read is an error, never a verdict.
+			if unreadable := code >= 400 && code != http.StatusForbidden; unreadable != strings.HasPrefix(msg, "internal error: ") {
+				t.Errorf("code %d with message %q: only a request the guard could not read begins \"internal error: \"", code, msg)
 			}
 			if string(resp.UID) != tc.wantUID {
 				t.Errorf("response uid = %q, want %q", resp.UID, tc.wantUID)
