@@ -96,7 +96,7 @@ func start(ctx context.Context, s settings) (_ *env, err error) {
 		Kubeconfig: e.cluster.Kubeconfig,
 		Dir:        s.workDir,
 		DBTimeout:  s.dbTimeout,
-		Args:       []string{"--db-cache-ttl=" + s.dbCacheTTL.String()},
+		Args:       append([]string{"--db-cache-ttl=" + s.dbCacheTTL.String()}, s.guardArgs...),
 	})
 	if err != nil {
 		return nil, err

@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -56,7 +57,9 @@ type settings struct {
 	// postgres is the database green's connection string reaches through
 	// the proxy.
 	postgres string
-	verbose  bool
+	// guardArgs are further flags for the guard, after the soak's own.
+	guardArgs []string
+	verbose   bool
 }
 
 func main() {
@@ -93,10 +96,12 @@ func parseFlags(args []string) (settings, error) {
 	fs.DurationVar(&s.dbTimeout, "db-timeout", time.Second, "the guard's --db-timeout")
 	fs.DurationVar(&s.dbCacheTTL, "db-cache-ttl", 10*time.Second, "the guard's --db-cache-ttl (its default)")
 	fs.StringVar(&s.postgres, "postgres", "127.0.0.1:5432", "the local PostgreSQL (user postgres, trust, database test) behind the fault proxy")
+	guardArgs := fs.String("guard-args", "", "further space-separated flags for the guard, after the soak's own (which they override): e.g. -guard-args=--db-cache-ttl=60s makes cached answers outlive the fault windows, and the soak must fail")
 	fs.BoolVar(&s.verbose, "v", false, "print the control plane's progress and every fault and flap")
 	if err := fs.Parse(args); err != nil {
 		return s, err
 	}
+	s.guardArgs = strings.Fields(*guardArgs)
 	var errs []error
 	if s.duration <= 0 {
 		errs = append(errs, errors.New("-duration must be positive, e.g. -duration=5m"))
