@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"net/url"
 	"os"
 	"slices"
@@ -21,7 +20,6 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/miekg/dns"
 	"go.uber.org/goleak"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -338,85 +336,6 @@ func poll(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// dnsServer answers every query on a loopback UDP port with NXDOMAIN, or
-// with nothing at all, and counts the queries it was sent.
-type dnsServer struct {
-	addr    string
-	queries atomic.Int64
-	mu      sync.Mutex
-	names   []string
-}
-
-func startDNS(t *testing.T, answer bool) *dnsServer {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &dnsServer{addr: pc.LocalAddr().String()}
-	started := make(chan struct{})
-	srv := &dns.Server{PacketConn: pc, NotifyStartedFunc: func() { close(started) },
-		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-			s.queries.Add(1)
-			if len(r.Question) > 0 {
-				s.mu.Lock()
-				s.names = append(s.names, r.Question[0].Name)
-				s.mu.Unlock()
-			}
-			if !answer {
-				return // the resolver times out
-			}
-			m := new(dns.Msg)
-			m.SetRcode(r, dns.RcodeNameError)
-			_ = w.WriteMsg(m)
-		})}
-	served := make(chan error, 1)
-	go func() { served <- srv.ActivateAndServe() }()
-	select {
-	case <-started:
-	case err := <-served:
-		t.Fatalf("dns server: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("the dns server did not start")
-	}
-	t.Cleanup(func() {
-		if err := srv.Shutdown(); err != nil {
-			t.Errorf("stop the dns server: %v", err)
-		}
-		if err := <-served; err != nil {
-			t.Errorf("dns server: %v", err)
-		}
-	})
-	return s
-}
-
-func (s *dnsServer) asked(name string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.ContainsFunc(s.names, func(n string) bool { return strings.HasPrefix(n, name+".") })
-}
-
-// resolverVia resolves with the Go resolver, sending every query to the DNS
-// server at addr (on loopback) whatever /etc/resolv.conf says.
-//
-// A lookup the caller gave up on keeps reading its socket until the
-// resolver's own per-query timeout (resolv.conf's, 5 s by default): the
-// socket is closed when the lookup is cancelled, so that the leak check sees
-// only goroutines that would stay.
-func resolverVia(addr string) func(ctx context.Context, host string) ([]netip.Addr, error) {
-	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "udp", addr)
-		if err == nil {
-			context.AfterFunc(ctx, func() { _ = c.Close() })
-		}
-		return c, err
-	}}
-	return func(ctx context.Context, host string) ([]netip.Addr, error) {
-		return r.LookupNetIP(ctx, "ip", host)
-	}
-}
-
 func TestFaultsUnresolvableHost(t *testing.T) {
 	const host = "db-green.private.cutover-guard.test"
 	tests := map[string]struct {
@@ -438,15 +357,15 @@ func TestFaultsUnresolvableHost(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			verifyNoLeaks(t)
-			srv := startDNS(t, tc.answer)
-			p := NewProber(ProberOptions{PrivateCIDRs: loopback, Timeout: faultTimeout, CacheTTL: -1, Resolver: resolverVia(srv.addr)})
+			srv := testdb.StartDNS(t, tc.answer)
+			p := NewProber(ProberOptions{PrivateCIDRs: loopback, Timeout: faultTimeout, CacheTTL: -1, Resolver: srv.Resolver()})
 			got := probeReturns(t, p, "postgresql://postgres:"+pgPasswordEncoded+"@"+host+":5432/test?sslmode=disable", 3*faultTimeout+5*time.Second)
 			want := denial(ReasonDatabaseHostUnresolvable, tc.wantMessage, tc.wantFix)
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("findings (-want +got):\n%s", diff)
 			}
-			if !srv.asked(host) {
-				t.Errorf("the test's DNS server was not asked for %s (%d queries)", host, srv.queries.Load())
+			if !srv.Asked(host) {
+				t.Errorf("the test's DNS server was not asked for %s (%d queries)", host, srv.Queries())
 			}
 			assertNoSecret(t, got, pgPassword, pgPasswordEncoded)
 		})

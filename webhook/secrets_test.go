@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 	"go.uber.org/zap/zapcore"
@@ -108,7 +107,7 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 		t.Cleanup(func() { _ = p.Close() })
 		return withHost(p.Addr())
 	}
-	nxdomain := resolverVia(startNXDomain(t))
+	nxdomain := testdb.StartDNS(t, true).Resolver()
 
 	cases := map[string]struct {
 		dsn         string
@@ -257,51 +256,6 @@ func closingListener(t *testing.T) string {
 	}()
 	t.Cleanup(func() { _ = ln.Close(); <-done })
 	return ln.Addr().String()
-}
-
-// startNXDomain runs a DNS server on a loopback UDP port that answers every
-// query with NXDOMAIN, and returns its address.
-func startNXDomain(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	started := make(chan struct{})
-	srv := &dns.Server{PacketConn: pc, NotifyStartedFunc: func() { close(started) },
-		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-			m := new(dns.Msg)
-			m.SetRcode(r, dns.RcodeNameError)
-			_ = w.WriteMsg(m)
-		})}
-	served := make(chan error, 1)
-	go func() { served <- srv.ActivateAndServe() }()
-	select {
-	case <-started:
-	case err := <-served:
-		t.Fatalf("dns server: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Shutdown(); err != nil {
-			t.Errorf("stop the dns server: %v", err)
-		}
-		if err := <-served; err != nil {
-			t.Errorf("dns server: %v", err)
-		}
-	})
-	return pc.LocalAddr().String()
-}
-
-// resolverVia resolves with the Go resolver through the DNS server at addr
-// only, whatever /etc/resolv.conf says.
-func resolverVia(addr string) func(ctx context.Context, host string) ([]netip.Addr, error) {
-	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "udp", addr)
-	}}
-	return func(ctx context.Context, host string) ([]netip.Addr, error) {
-		return r.LookupNetIP(ctx, "ip", host)
-	}
 }
 
 // assertNoSecret fails if out holds the password in any spelling or the DSN.

@@ -1,7 +1,8 @@
 // Package testdb starts throwaway database servers and misbehaving TCP
 // listeners on free loopback ports for tests: PostgreSQL with password
 // (scram-sha-256) authentication, with or without TLS; MariaDB with a password
-// user; a listener that accepts and never answers; a counting TCP proxy.
+// user; a listener that accepts and never answers; a counting TCP proxy; a
+// DNS server that answers NXDOMAIN or nothing.
 // A server can be stopped and started again on the same port.
 //
 // Every server is torn down by t.Cleanup, also when the test fails: its
