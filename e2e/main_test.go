@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,6 +48,7 @@ var shared struct {
 
 // env is the shared control plane, guard and kubectl.
 type env struct {
+	stack      *tutorial.Stack
 	cluster    *cluster.Cluster
 	guard      *tutorial.Guard
 	kube       client.Client
@@ -60,24 +60,9 @@ type env struct {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if e := shared.env; e != nil {
-		if code != 0 {
-			e.cluster.DumpLogs(os.Stderr, 40)
-			fmt.Fprintf(os.Stderr, "===== cutover-guard log %s (last 200 lines) =====\n%s\n", e.guard.LogPath, e.guard.LogTail(200))
-		}
-		if err := e.guard.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stop cutover-guard: %v\n", err)
+		if err := e.stack.Teardown(code != 0, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			code = 1
-		}
-		if err := e.cluster.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stop e2e cluster: %v\n", err)
-			code = 1
-		}
-		// The cluster was started with KeepLogs: drop them only on success.
-		if code == 0 {
-			_ = os.RemoveAll(filepath.Dir(e.cluster.LogDir))
-			_ = os.RemoveAll(e.dir)
-		} else {
-			fmt.Fprintf(os.Stderr, "e2e logs kept in %s and %s\n", e.cluster.LogDir, e.dir)
 		}
 	}
 	os.Exit(code)
@@ -114,61 +99,16 @@ func start() (_ *env, skip string, _ error) {
 	if skip != "" {
 		return nil, skip, nil
 	}
-
-	// A cold build of the guard on 2 cores takes minutes.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	dir, err := os.MkdirTemp("", "cutover-guard-e2e-guard-")
-	if err != nil {
-		return nil, "", err
-	}
-	began := time.Now()
-	binary := filepath.Join(dir, "cutover-guard")
-	built := make(chan error, 1)
-	go func() { built <- tutorial.BuildGuard(ctx, binary) }()
-
-	c, err := cluster.Start(ctx, cluster.Options{ToolsDir: toolsDir, Logf: log.Printf, KeepLogs: true})
-	if err != nil {
-		<-built
-		return nil, "", err
-	}
-	e := &env{cluster: c, dir: dir, transcript: &tutorial.Transcript{}, manifests: tutorial.MustLoad()}
-	fail := func(err error) (*env, string, error) {
-		_ = e.guard.Stop()
-		_ = c.Stop()
-		return nil, "", fmt.Errorf("%w (logs in %s and %s)", err, c.LogDir, dir)
-	}
-	if err := <-built; err != nil {
-		return fail(err)
-	}
-	log.Printf("e2e: cluster up and guard built after %s", time.Since(began).Round(time.Millisecond))
-
-	e.guard, err = tutorial.StartGuard(ctx, tutorial.GuardOptions{
-		Binary:     binary,
-		Kubeconfig: c.Kubeconfig,
-		Dir:        dir,
-		DBTimeout:  dbTimeout,
+	s, err := tutorial.StartStack(context.Background(), tutorial.StackOptions{
+		Name: "e2e", ToolsDir: toolsDir, DSN: postgresDSN, DBTimeout: dbTimeout, WriteManifests: true,
 		// Details too: no secret may appear at any level.
-		Args: []string{"--zap-log-level=debug", "--override-groups=" + overrideGroup},
+		GuardArgs: []string{"--zap-log-level=debug", "--override-groups=" + overrideGroup},
 	})
 	if err != nil {
-		return fail(err)
+		return nil, "", err
 	}
-	if e.kube, err = client.New(c.Config, client.Options{Scheme: tutorial.Scheme()}); err != nil {
-		return fail(err)
-	}
-	if err := tutorial.Register(ctx, e.kube, e.guard, time.Minute); err != nil {
-		return fail(fmt.Errorf("%w\ncutover-guard log:\n%s", err, e.guard.LogTail(30)))
-	}
-	if err := tutorial.WriteFiles(filepath.Join(dir, "manifests"), false); err != nil {
-		return fail(err)
-	}
-	if err := tutorial.Setup(ctx, e.kube, postgresDSN); err != nil {
-		return fail(err)
-	}
-	log.Printf("e2e: cluster, guard (pid %d, webhook on 127.0.0.1:%d) and tutorial objects ready after %s",
-		e.guard.PID(), e.guard.Port, time.Since(began).Round(time.Millisecond))
-	return e, "", nil
+	return &env{stack: s, cluster: s.Cluster, guard: s.Guard, kube: s.Kube, dir: s.Dir,
+		transcript: &tutorial.Transcript{}, manifests: tutorial.MustLoad()}, "", nil
 }
 
 // kubectl returns a kubectl that runs in the folder of the tutorial's

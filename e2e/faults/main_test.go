@@ -8,7 +8,6 @@ package faults_test
 import (
 	"context"
 	"fmt"
-	"log"
 	"os"
 	"path/filepath"
 	"sync"
@@ -42,6 +41,7 @@ var shared struct {
 
 // env is the package's control plane, guard and clients.
 type env struct {
+	stack     *tutorial.Stack
 	cluster   *cluster.Cluster
 	guard     *tutorial.Guard
 	kube      client.Client
@@ -52,23 +52,9 @@ type env struct {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if e := shared.env; e != nil {
-		if code != 0 {
-			e.cluster.DumpLogs(os.Stderr, 40)
-			fmt.Fprintf(os.Stderr, "===== cutover-guard log %s (last 200 lines) =====\n%s\n", e.guard.LogPath, e.guard.LogTail(200))
-		}
-		if err := e.guard.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stop cutover-guard: %v\n", err)
+		if err := e.stack.Teardown(code != 0, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			code = 1
-		}
-		if err := e.cluster.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stop e2e cluster: %v\n", err)
-			code = 1
-		}
-		if code == 0 {
-			_ = os.RemoveAll(filepath.Dir(e.cluster.LogDir))
-			_ = os.RemoveAll(e.dir)
-		} else {
-			fmt.Fprintf(os.Stderr, "e2e logs kept in %s and %s\n", e.cluster.LogDir, e.dir)
 		}
 	}
 	os.Exit(code)
@@ -105,55 +91,16 @@ func start() (_ *env, skip string, _ error) {
 	if skip != "" {
 		return nil, skip, nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	dir, err := os.MkdirTemp("", "cutover-guard-e2e-faults-")
-	if err != nil {
-		return nil, "", err
-	}
-	began := time.Now()
-	binary := filepath.Join(dir, "cutover-guard")
-	built := make(chan error, 1)
-	go func() { built <- tutorial.BuildGuard(ctx, binary) }()
-
-	c, err := cluster.Start(ctx, cluster.Options{ToolsDir: toolsDir, Logf: log.Printf, KeepLogs: true})
-	if err != nil {
-		<-built
-		return nil, "", err
-	}
-	e := &env{cluster: c, dir: dir, manifests: tutorial.MustLoad()}
-	fail := func(err error) (*env, string, error) {
-		_ = e.guard.Stop()
-		_ = c.Stop()
-		return nil, "", fmt.Errorf("%w (logs in %s and %s)", err, c.LogDir, dir)
-	}
-	if err := <-built; err != nil {
-		return fail(err)
-	}
-	e.guard, err = tutorial.StartGuard(ctx, tutorial.GuardOptions{
-		Binary:     binary,
-		Kubeconfig: c.Kubeconfig,
-		Dir:        dir,
-		DBTimeout:  dbTimeout,
+	s, err := tutorial.StartStack(context.Background(), tutorial.StackOptions{
+		Name: "e2e/faults", ToolsDir: toolsDir, DSN: postgresDSN, DBTimeout: dbTimeout,
 		// Every switch to green probes the database: no answer is reused
 		// across a restart or between the tests' decisions.
-		Args: []string{"--db-cache-ttl=0"},
+		GuardArgs: []string{"--db-cache-ttl=0"},
 	})
 	if err != nil {
-		return fail(err)
+		return nil, "", err
 	}
-	if e.kube, err = client.New(c.Config, client.Options{Scheme: tutorial.Scheme()}); err != nil {
-		return fail(err)
-	}
-	if err := tutorial.Register(ctx, e.kube, e.guard, time.Minute); err != nil {
-		return fail(fmt.Errorf("%w\ncutover-guard log:\n%s", err, e.guard.LogTail(30)))
-	}
-	if err := tutorial.Setup(ctx, e.kube, postgresDSN); err != nil {
-		return fail(err)
-	}
-	log.Printf("e2e/faults: cluster, guard (pid %d, webhook on 127.0.0.1:%d) and tutorial objects ready after %s",
-		e.guard.PID(), e.guard.Port, time.Since(began).Round(time.Millisecond))
-	return e, "", nil
+	return &env{stack: s, cluster: s.Cluster, guard: s.Guard, kube: s.Kube, dir: s.Dir, manifests: tutorial.MustLoad()}, "", nil
 }
 
 // kubectl returns the real kubectl against the package's cluster.
