@@ -39,32 +39,37 @@ func tutorialObjects() []client.Object { return tutorialNamespace(false) }
 func tutorialNamespace(greenReady bool) []client.Object {
 	var objs []client.Object
 	for _, color := range []string{"blue", "green"} {
-		name := "app-" + color
-		labels := map[string]string{"app": "myapp", "version": color}
 		ready := int32(2)
 		if color == "green" && !greenReady {
 			ready = 0
 		}
-		objs = append(objs,
-			&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: name},
-				Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80}}}},
-			&appsv1.Deployment{
-				ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: name, Generation: 1},
-				Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](2), Selector: &metav1.LabelSelector{MatchLabels: labels},
-					Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{Containers: []corev1.Container{{
-						Name: "app", Image: "myapp:v1", ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{}}},
-					}}}}},
-				Status: appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: 2, UpdatedReplicas: 2, ReadyReplicas: ready, AvailableReplicas: ready},
-			},
-			&discoveryv1.EndpointSlice{
-				ObjectMeta:  metav1.ObjectMeta{Namespace: "production", Name: name + "-x1", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
-				AddressType: discoveryv1.AddressTypeIPv4,
-				Ports:       []discoveryv1.EndpointPort{{Name: ptr.To(""), Port: ptr.To[int32](8080)}},
-				Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.1"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready > 0)}}},
-			},
-		)
+		objs = append(objs, app("production", "app-"+color, "myapp:v1", map[string]string{"app": "myapp", "version": color}, 2, ready)...)
 	}
 	return objs
+}
+
+// app is a Service selecting labels, its Deployment of replicas (ready of
+// them ready, all updated) and an EndpointSlice with one endpoint, ready
+// when any replica is.
+func app(namespace, name, image string, labels map[string]string, replicas, ready int32) []client.Object {
+	return []client.Object{
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+			Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80}}}},
+		&appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Generation: 1},
+			Spec: appsv1.DeploymentSpec{Replicas: ptr.To(replicas), Selector: &metav1.LabelSelector{MatchLabels: labels},
+				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "app", Image: image, ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{}}},
+				}}}}},
+			Status: appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: replicas, UpdatedReplicas: replicas, ReadyReplicas: ready, AvailableReplicas: ready},
+		},
+		&discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Namespace: namespace, Name: name + "-x1", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To(""), Port: ptr.To[int32](8080)}},
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.1"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready > 0)}}},
+		},
+	}
 }
 
 type harness struct {

@@ -19,8 +19,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -275,29 +273,7 @@ func wideNamespace(n int) []client.Object {
 	var objs []client.Object
 	for i := range n {
 		name := fmt.Sprintf("svc-%03d", i)
-		labels := map[string]string{"app": name}
-		ready := int32(1)
-		if i%2 == 1 {
-			ready = 0
-		}
-		objs = append(objs,
-			&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "wide", Name: name},
-				Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80}}}},
-			&appsv1.Deployment{
-				ObjectMeta: metav1.ObjectMeta{Namespace: "wide", Name: name, Generation: 1},
-				Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: labels},
-					Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{Containers: []corev1.Container{{
-						Name: "app", Image: "app:v1", ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{}}},
-					}}}}},
-				Status: appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: 1, UpdatedReplicas: 1, ReadyReplicas: ready, AvailableReplicas: ready},
-			},
-			&discoveryv1.EndpointSlice{
-				ObjectMeta:  metav1.ObjectMeta{Namespace: "wide", Name: name + "-x1", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
-				AddressType: discoveryv1.AddressTypeIPv4,
-				Ports:       []discoveryv1.EndpointPort{{Name: ptr.To(""), Port: ptr.To[int32](8080)}},
-				Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.1"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready > 0)}}},
-			},
-		)
+		objs = append(objs, app("wide", name, "app:v1", map[string]string{"app": name}, 1, int32(1-i%2))...)
 	}
 	return objs
 }
