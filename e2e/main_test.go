@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,10 +18,6 @@ import (
 	"github.com/cutover-guard/cutover-guard/e2e/cluster"
 	"github.com/cutover-guard/cutover-guard/e2e/tutorial"
 )
-
-// requiredEnv makes missing tools or databases a failure instead of a skip
-// (`make test` sets it).
-const requiredEnv = tutorial.RequiredEnv
 
 // The local database servers `make test` expects (.ci/run starts them).
 const (
@@ -39,12 +34,7 @@ const dbTimeout = time.Second
 // One control plane and one guard serve every test in the package; TestMain
 // stops them. Tests run one after another and each sets the state it needs
 // (see env.reset), so none depends on another.
-var shared struct {
-	once sync.Once
-	env  *env
-	err  error
-	skip string
-}
+var shared tutorial.Shared[*env]
 
 // env is the shared control plane, guard and kubectl.
 type env struct {
@@ -59,7 +49,7 @@ type env struct {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if e := shared.env; e != nil {
+	if e, ok := shared.Started(); ok {
 		if err := e.stack.Teardown(code != 0, os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			code = 1
@@ -74,17 +64,7 @@ func TestMain(m *testing.M) {
 // databases are missing.
 func setup(t *testing.T) *env {
 	t.Helper()
-	shared.once.Do(func() { shared.env, shared.skip, shared.err = start() })
-	if shared.skip != "" {
-		if os.Getenv(requiredEnv) == "1" {
-			t.Fatalf("e2e: %s (%s=1)", shared.skip, requiredEnv)
-		}
-		t.Skip("e2e: " + shared.skip)
-	}
-	if shared.err != nil {
-		t.Fatalf("e2e: %v", shared.err)
-	}
-	e := shared.env
+	e := shared.Get(t, start)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("cutover-guard log (last 40 lines of %s):\n%s", e.guard.LogPath, e.guard.LogTail(40))

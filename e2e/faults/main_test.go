@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,12 +31,7 @@ const (
 
 // One control plane and one guard serve the package; tests run one after
 // another and each leaves the guard running.
-var shared struct {
-	once sync.Once
-	env  *env
-	err  error
-	skip string
-}
+var shared tutorial.Shared[*env]
 
 // env is the package's control plane, guard and clients.
 type env struct {
@@ -51,7 +45,7 @@ type env struct {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if e := shared.env; e != nil {
+	if e, ok := shared.Started(); ok {
 		if err := e.stack.Teardown(code != 0, os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			code = 1
@@ -65,17 +59,7 @@ func TestMain(m *testing.M) {
 // the local database are missing.
 func setup(t *testing.T) *env {
 	t.Helper()
-	shared.once.Do(func() { shared.env, shared.skip, shared.err = start() })
-	if shared.skip != "" {
-		if os.Getenv(tutorial.RequiredEnv) == "1" {
-			t.Fatalf("e2e: %s (%s=1)", shared.skip, tutorial.RequiredEnv)
-		}
-		t.Skip("e2e: " + shared.skip)
-	}
-	if shared.err != nil {
-		t.Fatalf("e2e: %v", shared.err)
-	}
-	e := shared.env
+	e := shared.Get(t, start)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("cutover-guard log (last 60 lines of %s):\n%s", e.guard.LogPath, e.guard.LogTail(60))

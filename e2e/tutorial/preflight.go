@@ -3,7 +3,10 @@ package tutorial
 import (
 	"fmt"
 	"net"
+	"os"
 	"strings"
+	"sync"
+	"testing"
 	"time"
 
 	"github.com/cutover-guard/cutover-guard/e2e/cluster"
@@ -34,3 +37,39 @@ func Preflight(dbAddrs ...string) (toolsDir, skip string) {
 	}
 	return toolsDir, ""
 }
+
+// Shared is what the tests of one end-to-end package share (a Stack and
+// whatever the package keeps beside it): started once, by the first test
+// that asks for it.
+type Shared[T any] struct {
+	once    sync.Once
+	val     T
+	skip    string
+	err     error
+	started bool
+}
+
+// Get returns the shared value, calling start on first use. When start says
+// the suite cannot run here (skip non-empty) the test is skipped, or failed
+// with RequiredEnv=1; when start failed, every test fails with its error.
+func (s *Shared[T]) Get(t testing.TB, start func() (T, string, error)) T {
+	t.Helper()
+	s.once.Do(func() {
+		s.val, s.skip, s.err = start()
+		s.started = s.skip == "" && s.err == nil
+	})
+	if s.skip != "" {
+		if os.Getenv(RequiredEnv) == "1" {
+			t.Fatalf("e2e: %s (%s=1)", s.skip, RequiredEnv)
+		}
+		t.Skip("e2e: " + s.skip)
+	}
+	if s.err != nil {
+		t.Fatalf("e2e: %v", s.err)
+	}
+	return s.val
+}
+
+// Started returns the shared value if a test started it successfully, for
+// TestMain to tear down once the tests are done.
+func (s *Shared[T]) Started() (T, bool) { return s.val, s.started }
