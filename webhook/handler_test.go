@@ -111,11 +111,18 @@ func (h *harness) post(t *testing.T, path, file string) *admissionv1.AdmissionRe
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Post(h.server.URL+path+"?timeout=10s", "application/json", bytes.NewReader(body))
+	return postReview(t, h.server.URL+path, body)
+}
+
+// postReview sends an AdmissionReview to url as the API server does (with a
+// 10 s timeout parameter) and decodes the response, which must be a 200.
+func postReview(t *testing.T, url string, body []byte) *admissionv1.AdmissionResponse {
+	t.Helper()
+	resp, err := http.Post(url+"?timeout=10s", "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("HTTP status %d", resp.StatusCode)
 	}

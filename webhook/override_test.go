@@ -1,9 +1,7 @@
 package webhook
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -67,22 +65,7 @@ func newOverrideHarness(t *testing.T, overriders []string) *overrideHarness {
 // postBody sends an AdmissionReview to the HTTPRoute path and decodes the response.
 func (h *overrideHarness) postBody(t *testing.T, body []byte) *admissionv1.AdmissionResponse {
 	t.Helper()
-	resp, err := http.Post(h.server.URL+PathHTTPRoute+"?timeout=10s", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("HTTP status %d", resp.StatusCode)
-	}
-	var review admissionv1.AdmissionReview
-	if err := json.NewDecoder(resp.Body).Decode(&review); err != nil {
-		t.Fatal(err)
-	}
-	if review.Response == nil {
-		t.Fatal("no response in the AdmissionReview")
-	}
-	return review.Response
+	return postReview(t, h.server.URL+PathHTTPRoute, body)
 }
 
 func (h *overrideHarness) logLines() []string {
