@@ -81,22 +81,45 @@ type harness struct {
 
 func newHarness(t *testing.T, objs ...client.Object) *harness {
 	t.Helper()
+	return startHarness(t, objs, harnessConfig{})
+}
+
+// harnessConfig varies what startHarness serves.
+type harnessConfig struct {
+	// list, if set, answers every List in place of the fake client (the
+	// read is still counted).
+	list func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error
+	// options, if set, changes the handlers' Options.
+	options func(*Options)
+}
+
+// startHarness serves the real handlers over a fake client holding objs,
+// counting every read.
+func startHarness(t *testing.T, objs []client.Object, cfg harnessConfig) *harness {
+	t.Helper()
 	h := &harness{recorder: events.NewFakeRecorder(16), metrics: NewMetrics(prometheus.NewRegistry()), reads: &atomic.Int64{}}
-	count := func() { h.reads.Add(1) }
+	list := cfg.list
+	if list == nil {
+		list = func(ctx context.Context, c client.WithWatch, l client.ObjectList, opts ...client.ListOption) error {
+			return c.List(ctx, l, opts...)
+		}
+	}
 	reader := fake.NewClientBuilder().WithScheme(Scheme()).WithObjects(objs...).WithInterceptorFuncs(interceptor.Funcs{
 		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-			count()
+			h.reads.Add(1)
 			return c.Get(ctx, key, obj, opts...)
 		},
-		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
-			count()
-			return c.List(ctx, list, opts...)
+		List: func(ctx context.Context, c client.WithWatch, l client.ObjectList, opts ...client.ListOption) error {
+			h.reads.Add(1)
+			return list(ctx, c, l, opts...)
 		},
 	}).Build()
+	o := Options{Guard: &checks.Guard{Reader: reader}, Recorder: h.recorder, Metrics: h.metrics, RequestTimeout: 5 * time.Second}
+	if cfg.options != nil {
+		cfg.options(&o)
+	}
 	mux := http.NewServeMux()
-	for path, handler := range Handlers(Scheme(), Options{
-		Guard: &checks.Guard{Reader: reader}, Recorder: h.recorder, Metrics: h.metrics, RequestTimeout: 5 * time.Second,
-	}) {
+	for path, handler := range Handlers(Scheme(), o) {
 		mux.Handle(path, handler)
 	}
 	h.server = httptest.NewServer(mux)

@@ -7,29 +7,21 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
-	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
-
-	"github.com/cutover-guard/cutover-guard/checks"
 )
 
 // controllerRuntimeLimit is maxRequestSize in controller-runtime v0.25.2
@@ -295,35 +287,22 @@ func newIndexedHarness(t *testing.T, objs ...client.Object) *harness {
 		key := client.ObjectKey{Namespace: s.Namespace, Name: s.Labels[discoveryv1.LabelServiceName]}
 		index[key] = append(index[key], *s)
 	}
-	h := &harness{recorder: events.NewFakeRecorder(16), metrics: NewMetrics(prometheus.NewRegistry()), reads: &atomic.Int64{}}
-	reader := fake.NewClientBuilder().WithScheme(Scheme()).WithObjects(rest...).WithInterceptorFuncs(interceptor.Funcs{
-		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
-			h.reads.Add(1)
-			slices, ok := list.(*discoveryv1.EndpointSliceList)
-			if !ok {
-				return c.List(ctx, list, opts...)
-			}
-			var o client.ListOptions
-			o.ApplyOptions(opts)
-			name, found := o.LabelSelector.RequiresExactMatch(discoveryv1.LabelServiceName)
-			if !found {
-				t.Errorf("EndpointSlices listed without a %s selector: %v", discoveryv1.LabelServiceName, o.LabelSelector)
-			}
-			for _, s := range index[client.ObjectKey{Namespace: o.Namespace, Name: name}] {
-				slices.Items = append(slices.Items, *s.DeepCopy())
-			}
-			return nil
-		},
-	}).Build()
-	mux := http.NewServeMux()
-	for path, handler := range Handlers(Scheme(), Options{
-		Guard: &checks.Guard{Reader: reader}, Recorder: h.recorder, Metrics: h.metrics, RequestTimeout: 5 * time.Second,
-	}) {
-		mux.Handle(path, handler)
-	}
-	h.server = httptest.NewServer(mux)
-	t.Cleanup(h.server.Close)
-	return h
+	return startHarness(t, rest, harnessConfig{list: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+		slices, ok := list.(*discoveryv1.EndpointSliceList)
+		if !ok {
+			return c.List(ctx, list, opts...)
+		}
+		var o client.ListOptions
+		o.ApplyOptions(opts)
+		name, found := o.LabelSelector.RequiresExactMatch(discoveryv1.LabelServiceName)
+		if !found {
+			t.Errorf("EndpointSlices listed without a %s selector: %v", discoveryv1.LabelServiceName, o.LabelSelector)
+		}
+		for _, s := range index[client.ObjectKey{Namespace: o.Namespace, Name: name}] {
+			slices.Items = append(slices.Items, *s.DeepCopy())
+		}
+		return nil
+	}})
 }
 
 // wideRoute is an HTTPRoute in ns with rules x perRule backendRefs, the j-th

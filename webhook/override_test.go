@@ -1,26 +1,15 @@
 package webhook
 
 import (
-	"context"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/go-logr/logr/funcr"
 	"github.com/google/go-cmp/cmp"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
-	"k8s.io/client-go/tools/events"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
-	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
-
-	"github.com/cutover-guard/cutover-guard/checks"
 )
 
 // overrideHarness is the real handlers over the tutorial's objects (green
@@ -33,32 +22,15 @@ type overrideHarness struct {
 
 func newOverrideHarness(t *testing.T, overriders []string) *overrideHarness {
 	t.Helper()
-	h := &overrideHarness{harness: &harness{recorder: events.NewFakeRecorder(16), metrics: NewMetrics(prometheus.NewRegistry()), reads: &atomic.Int64{}}}
-	count := func() { h.reads.Add(1) }
-	reader := fake.NewClientBuilder().WithScheme(Scheme()).WithObjects(tutorialObjects()...).WithInterceptorFuncs(interceptor.Funcs{
-		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-			count()
-			return c.Get(ctx, key, obj, opts...)
-		},
-		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
-			count()
-			return c.List(ctx, list, opts...)
-		},
-	}).Build()
+	h := &overrideHarness{}
 	logger := funcr.New(func(prefix, args string) {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		h.logs = append(h.logs, prefix+" "+args)
 	}, funcr.Options{})
-	mux := http.NewServeMux()
-	for path, handler := range Handlers(Scheme(), Options{
-		Guard: &checks.Guard{Reader: reader}, Recorder: h.recorder, Metrics: h.metrics, RequestTimeout: 5 * time.Second,
-		OverrideGroups: overriders, Logger: &logger,
-	}) {
-		mux.Handle(path, handler)
-	}
-	h.server = httptest.NewServer(mux)
-	t.Cleanup(h.server.Close)
+	h.harness = startHarness(t, tutorialObjects(), harnessConfig{options: func(o *Options) {
+		o.OverrideGroups, o.Logger = overriders, &logger
+	}})
 	return h
 }
 
