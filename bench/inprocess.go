@@ -106,12 +106,12 @@ func databaseProbes(ctx context.Context, s settings, r *report) error {
 		{"ProbeShared50Postgres", "50 concurrent switches to one target, cold cache: one shared probe"},
 		{"ProbeShared50MariaDB", "the same against MariaDB"},
 	}
-	m, cmd, err := goBench(ctx, s, "dbprobes", "./checks/", "^Benchmark(DriverConnect|ProbeCold|ProbeCached|ProbeShared50)")
+	m, cmd, err := goBench(ctx, s, "dbprobes", "./checks/probe/", "^Benchmark(DriverConnect|ProbeCold|ProbeCached|ProbeShared50)")
 	if err != nil {
 		return err
 	}
 	r.commands = append(r.commands, cmd)
-	t := r.table("5. Database probes (go test -bench, package checks, loopback)",
+	t := r.table("5. Database probes (go test -bench, package checks/probe, loopback)",
 		"PostgreSQL 127.0.0.1:5432 (trust) and MariaDB 127.0.0.1:3306 (root). Server-side connections are counted by a TCP proxy in front of the server: every connection it accepts is one the server had to serve. The Shared50 rows fail the run unless each batch of 50 opened exactly one.",
 		"benchmark", "what", "time/op", "B/op", "allocs/op", "server connections")
 	addBenchRows(t, m, rows, func(sum gobench.Summary) string {

@@ -127,12 +127,23 @@ func getDeployment(ctx context.Context, r client.Reader, namespace, name string)
 	return &d, nil
 }
 
-// DeploymentReady reports every way in which the Deployments behind svc are
-// not fully Ready. Fully Ready means: at least one replica, the controller has
-// observed the latest generation, every replica is updated, ready and
-// available, no old pods are left from a rollout, the rollout is not paused
-// and has not exceeded its progress deadline.
-func DeploymentReady(svc *corev1.Service, deployments []appsv1.Deployment) []Finding {
+// DeploymentReady selects the Deployments behind in.Service (see
+// SelectDeployments), sets in.Deployments, and reports every way in which
+// they are not fully Ready. Fully Ready means: at least one replica, the
+// controller has observed the latest generation, every replica is updated,
+// ready and available, no old pods are left from a rollout, the rollout is
+// not paused and has not exceeded its progress deadline.
+func DeploymentReady(ctx context.Context, in *Input) ([]Finding, error) {
+	deployments, err := SelectDeployments(ctx, in.Reader, in.Service)
+	if err != nil {
+		return nil, err
+	}
+	in.Deployments = deployments
+	return deploymentsReady(in.Service, deployments), nil
+}
+
+// deploymentsReady is DeploymentReady's verdict on the selected deployments.
+func deploymentsReady(svc *corev1.Service, deployments []appsv1.Deployment) []Finding {
 	if len(deployments) == 0 {
 		if len(svc.Spec.Selector) == 0 {
 			return nil // endpoints are managed by hand; EndpointsReady decides

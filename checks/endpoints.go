@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -15,13 +14,13 @@ import (
 const (
 	ReasonNoEndpointSlices Reason = "NoEndpointSlices"
 	ReasonNoReadyEndpoints Reason = "NoReadyEndpoints"
-	ReasonEndpointsSkipped Reason = "EndpointsNotChecked"
 )
 
-// EndpointsReady checks that the EndpointSlices of svc hold at least one
-// endpoint that is ready and not terminating on the port that the Service
-// port (the backendRef port) maps to.
-func EndpointsReady(ctx context.Context, r client.Reader, svc *corev1.Service, port corev1.ServicePort) ([]Finding, error) {
+// EndpointsReady checks that the EndpointSlices of in.Service hold at least
+// one endpoint that is ready and not terminating on the port that in.Port
+// (the backendRef's Service port) maps to.
+func EndpointsReady(ctx context.Context, in *Input) ([]Finding, error) {
+	r, svc, port := in.Reader, in.Service, in.Port
 	deny := func(reason Reason, msg, fix string) []Finding {
 		return []Finding{{Check: CheckEndpoints, Severity: Deny, Service: namespacedName(svc), Object: "service " + svc.Name, Reason: reason, Message: msg, Fix: fix}}
 	}

@@ -11,7 +11,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	appsv1 "k8s.io/api/apps/v1"
+	"github.com/cutover-guard/cutover-guard/checks/probe"
+
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -30,7 +31,7 @@ type Guard struct {
 	// Reader reads live state; it must not be an informer cache.
 	Reader client.Reader
 	// Prober probes databases; nil skips the database check with a warning.
-	Prober *Prober
+	Prober *probe.Prober
 	// DatabaseEnv names the environment variables that hold a connection string.
 	DatabaseEnv []string
 	// MaxConcurrentTargets bounds how many targets are checked at once, so a
@@ -79,16 +80,6 @@ type Result struct {
 	Observed []Observed
 }
 
-// Denied reports whether any finding blocks the update.
-func (r Result) Denied() bool {
-	for _, f := range r.Findings {
-		if f.Severity == Deny {
-			return true
-		}
-	}
-	return false
-}
-
 // Evaluate runs every check for every target concurrently and returns before
 // ctx's deadline: a check still running then becomes a Timeout denial that
 // names it. An error means the checks could not be carried out (the API
@@ -129,57 +120,41 @@ func (g *Guard) Evaluate(ctx context.Context, targets []Target) (Result, error) 
 	return out, nil
 }
 
-type outcome[T any] struct {
-	val      T
+// outcome is what one run of a check ended with.
+type outcome struct {
+	in       Input
 	findings []Finding
 	err      error
 	took     time.Duration
 }
 
 // evaluate runs the checks for one target: Reference first (the others need
-// the Service), then the Deployment selection, then the rest concurrently.
+// the Service), then DeploymentReady (the database check needs the
+// Deployments), then the rest concurrently.
 func (g *Guard) evaluate(ctx context.Context, t Target) (Result, error) {
 	var res Result
-	svc, done, err := runCheck(ctx, t, &res, CheckReference, func(ctx context.Context) (*corev1.Service, []Finding, error) {
-		return Reference(ctx, g.Reader, t)
-	})
-	if err != nil || !done || svc == nil {
+	in, done, err := runCheck(ctx, Input{Reader: g.Reader, Prober: g.Prober, DatabaseEnv: g.DatabaseEnv, Target: t}, &res, CheckReference, Reference)
+	if err != nil || !done || in.Service == nil {
 		return res, err
 	}
-	res.Observed = append(res.Observed, observedObject("Service", svc))
-	if svc.Spec.Type == corev1.ServiceTypeExternalName {
-		res.Findings = append(res.Findings, Finding{Check: CheckReference, Severity: Warn, Service: t.Service, Object: "service " + svc.Name,
-			Reason: ReasonExternalNameNotChecked, Message: fmt.Sprintf("service %s is of type ExternalName; readiness not checked", svc.Name)})
-		return res, nil
+	res.Observed = append(res.Observed, observedObject("Service", in.Service))
+	if in.Service.Spec.Type == corev1.ServiceTypeExternalName {
+		return res, nil // no workloads or endpoints to check; Reference warned
 	}
-	port, _ := ServicePort(svc, t.Port)
-
-	deployments, done, err := runCheck(ctx, t, &res, CheckDeployment, func(ctx context.Context) ([]appsv1.Deployment, []Finding, error) {
-		d, err := SelectDeployments(ctx, g.Reader, svc)
-		if err != nil {
-			return nil, nil, err
-		}
-		return d, DeploymentReady(svc, d), nil
-	})
-	if err != nil || !done {
+	if in, done, err = runCheck(ctx, in, &res, CheckDeployment, DeploymentReady); err != nil || !done {
 		return res, err
 	}
-	for i := range deployments {
-		res.Observed = append(res.Observed, observedObject("Deployment", &deployments[i]))
+	for i := range in.Deployments {
+		res.Observed = append(res.Observed, observedObject("Deployment", &in.Deployments[i]))
 	}
 
 	type check struct {
 		name Check
-		fn   func(ctx context.Context) (struct{}, []Finding, error)
+		fn   Func
 	}
-	checks := []check{{CheckEndpoints, func(ctx context.Context) (struct{}, []Finding, error) {
-		f, err := EndpointsReady(ctx, g.Reader, svc, port)
-		return struct{}{}, f, err
-	}}}
+	checks := []check{{CheckEndpoints, EndpointsReady}}
 	if g.Prober != nil {
-		checks = append(checks, check{CheckDatabase, func(ctx context.Context) (struct{}, []Finding, error) {
-			return struct{}{}, DatabaseReachable(ctx, g.Reader, g.Prober, t.Service, deployments, g.DatabaseEnv), nil
-		}})
+		checks = append(checks, check{CheckDatabase, DatabaseReachable})
 	} else {
 		res.Findings = append(res.Findings, Finding{Check: CheckDatabase, Severity: Warn, Service: t.Service, Reason: ReasonDatabaseNotChecked,
 			Message: "database not checked (the guard runs with --skip-database-check)"})
@@ -190,7 +165,7 @@ func (g *Guard) evaluate(ctx context.Context, t Target) (Result, error) {
 	for _, c := range checks {
 		wg.Go(func() {
 			var local Result
-			_, _, err := runCheck(ctx, t, &local, c.name, c.fn)
+			_, _, err := runCheck(ctx, in, &local, c.name, c.fn)
 			mu.Lock()
 			defer mu.Unlock()
 			res.Runs = append(res.Runs, local.Runs...)
@@ -217,35 +192,35 @@ func checkOrder(c Check) int {
 	return slices.Index([]Check{CheckReference, CheckDeployment, CheckEndpoints, CheckDatabase}, c)
 }
 
-// runCheck runs one check, waiting no longer than ctx allows, and appends its
-// findings and timing to res. It returns the check's value and done=true when
-// the check finished. A check that is still running when ctx ends, or that
-// fails because ctx ended, becomes a Timeout denial (done=false, no error);
-// its goroutine's late result is dropped.
-func runCheck[T any](ctx context.Context, t Target, res *Result, c Check, fn func(context.Context) (T, []Finding, error)) (T, bool, error) {
-	start := time.Now()
-	ch := make(chan outcome[T], 1)
+// runCheck runs check c (fn) on a copy of in, waiting no longer than ctx
+// allows, and appends its findings and timing to res. It returns the copy as
+// the check left it and done=true when the check finished. A check that is
+// still running when ctx ends, or that fails because ctx ended, becomes a
+// Timeout denial (done=false, no error); its goroutine's late result is
+// dropped.
+func runCheck(ctx context.Context, in Input, res *Result, c Check, fn Func) (Input, bool, error) {
+	start, t := time.Now(), in.Target
+	ch := make(chan outcome, 1)
 	go func() {
-		v, f, err := fn(ctx)
-		ch <- outcome[T]{val: v, findings: f, err: err, took: time.Since(start)}
+		f, err := fn(ctx, &in) // in is this goroutine's own copy from here on
+		ch <- outcome{in: in, findings: f, err: err, took: time.Since(start)}
 	}()
-	var o outcome[T]
+	var o outcome
 	select {
 	case o = <-ch:
 	case <-ctx.Done():
-		o = outcome[T]{err: ctx.Err(), took: time.Since(start)}
+		o = outcome{err: ctx.Err(), took: time.Since(start)}
 	}
-	run := Run{Target: t, Check: c, Duration: o.took}
-	var zero T
 	if o.err != nil && ctx.Err() != nil {
 		to := timedOut(t, c, o.took)
 		res.Runs = append(res.Runs, to.Runs...)
 		res.Findings = append(res.Findings, to.Findings...)
-		return zero, false, nil
+		return Input{}, false, nil
 	}
 	if o.err != nil {
-		return zero, false, o.err
+		return Input{}, false, o.err
 	}
+	run := Run{Target: t, Check: c, Duration: o.took}
 	for _, f := range o.findings {
 		if f.Severity == Deny {
 			run.Denied = true
@@ -253,5 +228,5 @@ func runCheck[T any](ctx context.Context, t Target, res *Result, c Check, fn fun
 	}
 	res.Runs = append(res.Runs, run)
 	res.Findings = append(res.Findings, o.findings...)
-	return o.val, true, nil
+	return o.in, true, nil
 }

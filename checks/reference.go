@@ -25,10 +25,12 @@ const (
 
 // Reference checks that the target Service exists, that the backendRef port
 // is one of its ports, and that a cross-namespace reference is allowed by a
-// ReferenceGrant in the Service's namespace. It returns the Service when the
-// reference is usable, so later checks can build on it; nil otherwise.
+// ReferenceGrant in the Service's namespace. When the reference is usable it
+// sets in.Service and in.Port, so later checks can build on them; an
+// ExternalName Service gets a warning that its readiness is not checked.
 // An error means the API server could not be read, not that the reference is bad.
-func Reference(ctx context.Context, r client.Reader, t Target) (*corev1.Service, []Finding, error) {
+func Reference(ctx context.Context, in *Input) ([]Finding, error) {
+	r, t := in.Reader, in.Target
 	deny := func(reason Reason, object, msg, fix string) []Finding {
 		return []Finding{{Check: CheckReference, Severity: Deny, Service: t.Service, Object: object, Reason: reason, Message: msg, Fix: fix}}
 	}
@@ -36,10 +38,10 @@ func Reference(ctx context.Context, r client.Reader, t Target) (*corev1.Service,
 	if t.Service.Namespace != t.Route.Namespace {
 		ok, err := referenceGranted(ctx, r, t)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if !ok {
-			return nil, deny(ReasonReferenceNotPermitted, "referencegrant",
+			return deny(ReasonReferenceNotPermitted, "referencegrant",
 				fmt.Sprintf("no referencegrant in namespace %s allows %s from namespace %s to reference service %s",
 					t.Service.Namespace, t.RouteKind, t.Route.Namespace, t.Service.Name),
 				fmt.Sprintf("create a ReferenceGrant in namespace %s with from {group: gateway.networking.k8s.io, kind: %s, namespace: %s} and to {kind: Service, name: %s}",
@@ -50,11 +52,11 @@ func Reference(ctx context.Context, r client.Reader, t Target) (*corev1.Service,
 	var svc corev1.Service
 	if err := r.Get(ctx, t.Service, &svc); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, deny(ReasonServiceNotFound, "service "+t.Service.Name,
+			return deny(ReasonServiceNotFound, "service "+t.Service.Name,
 				fmt.Sprintf("service %s does not exist in namespace %s", t.Service.Name, t.Service.Namespace),
 				fmt.Sprintf("create it before switching, or correct the backendRef name (kubectl get services -n %s)", t.Service.Namespace)), nil
 		}
-		return nil, nil, fmt.Errorf("reading service %s: %w", t.Service, err)
+		return nil, fmt.Errorf("reading service %s: %w", t.Service, err)
 	}
 
 	ports := make([]string, 0, len(svc.Spec.Ports))
@@ -63,16 +65,22 @@ func Reference(ctx context.Context, r client.Reader, t Target) (*corev1.Service,
 	}
 	if t.Port == nil {
 		if len(svc.Spec.Ports) != 1 {
-			return nil, deny(ReasonPortNotFound, "service "+t.Service.Name,
+			return deny(ReasonPortNotFound, "service "+t.Service.Name,
 				fmt.Sprintf("backendRef names no port and service %s has %d ports", t.Service.Name, len(svc.Spec.Ports)),
 				"set the backendRef port to one of: "+strings.Join(ports, ", ")), nil
 		}
 	} else if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Port == *t.Port }) {
-		return nil, deny(ReasonPortNotFound, "service "+t.Service.Name,
+		return deny(ReasonPortNotFound, "service "+t.Service.Name,
 			fmt.Sprintf("service %s has no port %d (ports: %s)", t.Service.Name, *t.Port, strings.Join(ports, ", ")),
 			"set the backendRef port to one of: "+strings.Join(ports, ", ")), nil
 	}
-	return &svc, nil, nil
+	in.Service = &svc
+	in.Port, _ = ServicePort(&svc, t.Port)
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		return []Finding{{Check: CheckReference, Severity: Warn, Service: t.Service, Object: "service " + svc.Name, Reason: ReasonExternalNameNotChecked,
+			Message: fmt.Sprintf("service %s is of type ExternalName; readiness not checked", svc.Name)}}, nil
+	}
+	return nil, nil
 }
 
 // ServicePort returns the Service port the target's backendRef maps to.

@@ -19,11 +19,12 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/cutover-guard/cutover-guard/checks"
+	"github.com/cutover-guard/cutover-guard/checks/probe"
 )
 
 // benchHandler serves path with a fake reader over objs and, when prober is
 // set, the database check.
-func benchHandler(b *testing.B, path string, prober *checks.Prober, objs ...client.Object) http.Handler {
+func benchHandler(b *testing.B, path string, prober *probe.Prober, objs ...client.Object) http.Handler {
 	b.Helper()
 	builder := fake.NewClientBuilder().WithScheme(Scheme()).WithObjects(objs...)
 	hs := Handlers(Scheme(), Options{
@@ -97,7 +98,7 @@ func BenchmarkSwitchPathDenied(b *testing.B) {
 // (the local PostgreSQL) was probed moments ago: every check runs, the
 // database answer comes from the cache.
 func BenchmarkSwitchPathWarmDB(b *testing.B) {
-	prober := checks.NewProber(checks.ProberOptions{
+	prober := probe.NewProber(probe.ProberOptions{
 		PrivateCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Timeout: 2 * time.Second, CacheTTL: time.Hour,
 	})
 	h := benchHandler(b, PathHTTPRoute, prober, readyGreenWithSecretDSN("postgresql://postgres@127.0.0.1:5432/test?sslmode=disable")...)

@@ -7,6 +7,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/cutover-guard/cutover-guard/checks"
+	"github.com/cutover-guard/cutover-guard/checks/probe"
 )
 
 // Metrics are the guard's Prometheus metrics. Every label value is bounded:
@@ -77,8 +78,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // DefaultMetrics registers the metrics on controller-runtime's registry.
 func DefaultMetrics() *Metrics { return NewMetrics(metrics.Registry) }
 
-// ObserveProbe records one database probe; it fits checks.Prober's observer hook.
-func (m *Metrics) ObserveProbe(result checks.Reason, cached bool, d time.Duration) {
+// ObserveProbe records one database probe; it fits probe.Prober's observer hook.
+func (m *Metrics) ObserveProbe(result probe.Reason, cached bool, d time.Duration) {
 	if m == nil {
 		return
 	}

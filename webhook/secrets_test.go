@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/cutover-guard/cutover-guard/checks"
+	"github.com/cutover-guard/cutover-guard/checks/probe"
 	"github.com/cutover-guard/cutover-guard/internal/faultproxy"
 	"github.com/cutover-guard/cutover-guard/internal/testdb"
 )
@@ -152,10 +153,9 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			recorder := events.NewFakeRecorder(8)
-			prober := checks.NewProber(checks.ProberOptions{
+			prober := probe.NewProber(probe.ProberOptions{
 				PrivateCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
 				Timeout:      2 * time.Second, // a cold first login on a loaded machine needs more than 500ms
-				CacheTTL:     -1,
 				Observe:      metrics.ObserveProbe,
 				Resolver:     tc.resolver,
 			})

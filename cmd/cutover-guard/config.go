@@ -11,7 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/cutover-guard/cutover-guard/certs"
-	"github.com/cutover-guard/cutover-guard/checks"
+	"github.com/cutover-guard/cutover-guard/checks/probe"
 )
 
 // Config is everything the guard is configured with.
@@ -50,7 +50,7 @@ func parseFlags(name string, args []string) (Config, error) {
 	fs.IntVar(&cfg.Port, "port", 9443, "webhook server port")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-bind-address", ":8080", "address of the /metrics endpoint; 0 disables it")
 	fs.StringVar(&cfg.HealthAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
-	cidrs := fs.String("private-cidrs", joinPrefixes(checks.DefaultPrivateCIDRs()), "comma-separated CIDRs a database host must resolve into to count as private")
+	cidrs := fs.String("private-cidrs", joinPrefixes(probe.DefaultPrivateCIDRs()), "comma-separated CIDRs a database host must resolve into to count as private")
 	fs.DurationVar(&cfg.DBTimeout, "db-timeout", 2*time.Second, "bound on each database probe (connect, TLS, auth, SELECT 1)")
 	fs.DurationVar(&cfg.DBCacheTTL, "db-cache-ttl", 10*time.Second, "how long a database probe result is reused for the same connection string; 0 disables the cache")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 8*time.Second, "decision deadline when the API server sends no timeout parameter")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cutover-guard/cutover-guard/certs"
 	"github.com/cutover-guard/cutover-guard/checks"
+	"github.com/cutover-guard/cutover-guard/checks/probe"
 	"github.com/cutover-guard/cutover-guard/webhook"
 )
 
@@ -56,14 +57,10 @@ func run(ctx context.Context, cfg Config) error {
 	metrics := webhook.DefaultMetrics()
 	guard := &checks.Guard{Reader: mgr.GetAPIReader(), DatabaseEnv: cfg.DatabaseURLEnv}
 	if !cfg.SkipDatabase {
-		ttl := cfg.DBCacheTTL
-		if ttl == 0 {
-			ttl = -1 // the flag's 0 means no cache
-		}
-		guard.Prober = checks.NewProber(checks.ProberOptions{
+		guard.Prober = probe.NewProber(probe.ProberOptions{
 			PrivateCIDRs: cfg.PrivateCIDRs,
 			Timeout:      cfg.DBTimeout,
-			CacheTTL:     ttl,
+			CacheTTL:     cfg.DBCacheTTL,
 			Observe:      metrics.ObserveProbe,
 		})
 	}

@@ -1,4 +1,4 @@
-package checks
+package probe
 
 import (
 	"context"
@@ -8,11 +8,9 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgconn"
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/cutover-guard/cutover-guard/internal/testdb"
+	"github.com/cutover-guard/cutover-guard/internal/testenv"
 )
 
 // The local servers every developer and CI machine runs (see .ci/run).
@@ -24,7 +22,7 @@ const (
 	benchProbeTimeout = 5 * time.Second
 )
 
-// benchProber probes loopback servers; ttl < 0 turns the cache off.
+// benchProber probes loopback servers; a zero ttl turns the cache off.
 func benchProber(ttl time.Duration) *Prober {
 	return NewProber(ProberOptions{PrivateCIDRs: loopback, Timeout: benchProbeTimeout, CacheTTL: ttl})
 }
@@ -32,8 +30,8 @@ func benchProber(ttl time.Duration) *Prober {
 // needReachable skips the benchmark when the local server does not answer.
 func needReachable(b *testing.B, dsn string) {
 	b.Helper()
-	if r := benchProber(-1).probe(b.Context(), dsn); !r.passed() {
-		b.Skipf("the local database is needed (%s): %s", r.reason, r.message)
+	if r, err := benchProber(0).Probe(b.Context(), dsn); err != nil || !r.Passed() {
+		testenv.Unavailable(b, "the local database is needed (%s): %s", r.Reason, r.Message.Render("the benchmark"))
 	}
 }
 
@@ -42,18 +40,18 @@ func benchProbe(b *testing.B, p *Prober, dsn string) {
 	needReachable(b, dsn)
 	b.ReportAllocs()
 	for b.Loop() {
-		if r := p.probe(b.Context(), dsn); !r.passed() {
-			b.Fatalf("probe: %s: %s", r.reason, r.message)
+		if r, err := p.Probe(b.Context(), dsn); err != nil || !r.Passed() {
+			b.Fatalf("probe: %s: %s (%v)", r.Reason, r.Message.Render("the benchmark"), err)
 		}
 	}
 }
 
 // BenchmarkProbeColdPostgres is one uncached database check against the
 // local PostgreSQL: TCP connect, startup and authentication, SELECT 1, close.
-func BenchmarkProbeColdPostgres(b *testing.B) { benchProbe(b, benchProber(-1), localPostgresDSN) }
+func BenchmarkProbeColdPostgres(b *testing.B) { benchProbe(b, benchProber(0), localPostgresDSN) }
 
 // BenchmarkProbeColdMariaDB is the same against the local MariaDB.
-func BenchmarkProbeColdMariaDB(b *testing.B) { benchProbe(b, benchProber(-1), localMariaDBDSN) }
+func BenchmarkProbeColdMariaDB(b *testing.B) { benchProbe(b, benchProber(0), localMariaDBDSN) }
 
 // BenchmarkProbeCached is a database check answered from the cache.
 func BenchmarkProbeCached(b *testing.B) { benchProbe(b, benchProber(time.Hour), localPostgresDSN) }
@@ -105,37 +103,36 @@ func BenchmarkDriverConnectMariaDB(b *testing.B) {
 	}
 }
 
-// benchShared runs, per iteration, 50 concurrent database checks of one
-// target (one connection string) against a fresh Prober, through a TCP proxy
-// that counts the connections reaching the server. It reports them as
-// conns/op and fails unless every iteration opened exactly one.
+// benchShared runs, per iteration, 50 concurrent probes of one connection
+// string (the database checks of 50 switches to one target) against a fresh
+// Prober, through a TCP proxy that counts the connections reaching the
+// server. It reports them as conns/op and fails unless every iteration
+// opened exactly one.
 func benchShared(b *testing.B, server, scheme, userAndDB string) {
 	const switches = 50
 	proxy := testdb.StartProxy(b, server)
 	dsn := scheme + "://" + userAndDB[:indexByte(userAndDB, '/')] + "@" + proxy.Addr + userAndDB[indexByte(userAndDB, '/'):]
 	needReachable(b, dsn)
-	reader := fake.NewClientBuilder().Build()
-	deps := []appsv1.Deployment{deployment("app-green", nil, container("app", []corev1.EnvVar{literal("DATABASE_URL", dsn)}))}
 	b.ReportAllocs()
 	start := proxy.Accepts()
 	iterations := 0
 	for b.Loop() {
 		iterations++
-		p := benchProber(DefaultDatabaseCacheTTL)
+		p := benchProber(DefaultCacheTTL)
 		before := proxy.Accepts()
 		var wg sync.WaitGroup
-		failed := make(chan []Finding, switches)
+		failed := make(chan Reason, switches)
 		for range switches {
 			wg.Go(func() {
-				if f := DatabaseReachable(b.Context(), reader, p, production, deps, nil); len(f) > 0 {
-					failed <- f
+				if r, err := p.Probe(b.Context(), dsn); err != nil || !r.Passed() {
+					failed <- r.Reason
 				}
 			})
 		}
 		wg.Wait()
 		close(failed)
-		for f := range failed {
-			b.Fatalf("check failed: %+v", f)
+		for r := range failed {
+			b.Fatalf("probe failed: %s", r)
 		}
 		if n := proxy.Accepts() - before; n != 1 {
 			b.Fatalf("%d concurrent checks of one target opened %d connections, want 1", switches, n)

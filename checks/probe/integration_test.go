@@ -1,4 +1,4 @@
-package checks
+package probe
 
 import (
 	"context"
@@ -13,42 +13,20 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/cutover-guard/cutover-guard/internal/testdb"
 )
 
-// These tests run the database check against real servers started by
-// internal/testdb on loopback ports. Loopback is not a private range by
-// default, so the probers here allow 127.0.0.1/32 only: 127.0.0.2 then
-// stands for a public address. No test needs DNS.
+// These tests probe real servers started by internal/testdb on loopback
+// ports. Loopback is not a private range by default, so the probers here
+// allow 127.0.0.1/32 only: 127.0.0.2 then stands for a public address. No
+// test needs DNS.
 
 // Passwords with every character the tutorial says to encode.
 const (
 	pgPassword    = "Pg-s3cr@t:pa/ss?#1"
 	mysqlPassword = "My-s3cr@t:pa/ss?#1"
 )
-
-const secretSource = "secret production/db-credentials key url"
-
-var loopback = mustPrefixes("127.0.0.1/32")
-
-// checkSecretDSN runs DatabaseReachable for a Deployment whose DATABASE_URL
-// comes from Secret production/db-credentials key url, as in the tutorial.
-func checkSecretDSN(t *testing.T, p *Prober, dsn string) []Finding {
-	t.Helper()
-	r := fake.NewClientBuilder().WithObjects(secret("db-credentials", map[string]string{"url": dsn})).Build()
-	deps := []appsv1.Deployment{deployment("app-green", nil,
-		container("app", []corev1.EnvVar{fromSecret("DATABASE_URL", "db-credentials", "url", false)}))}
-	return DatabaseReachable(t.Context(), r, p, production, deps, nil)
-}
-
-func denial(reason Reason, message, fix string) []Finding {
-	return []Finding{{Check: CheckDatabase, Severity: Deny, Service: production, Object: "secret db-credentials",
-		Reason: reason, Message: message, Fix: fix}}
-}
 
 // withPassword returns dsn with its password replaced (and url-encoded).
 func withPassword(t *testing.T, dsn, password string) string {
@@ -75,7 +53,7 @@ func withHost(t *testing.T, dsn, hostport string) string {
 type integrationCase struct {
 	dsn      string
 	opts     ProberOptions // PrivateCIDRs default to loopback, Timeout to 5s
-	want     []Finding
+	want     *outcome      // nil: the probe passes
 	within   time.Duration // if set, a hang detector: the check must end within this long (generous: the machine may be loaded)
 	password string        // if set, must appear nowhere in the findings
 }
@@ -92,10 +70,10 @@ func runIntegrationCases(t *testing.T, tests map[string]integrationCase) {
 			}
 			p := NewProber(tc.opts)
 			start := time.Now()
-			got := checkSecretDSN(t, p, tc.dsn)
+			got := probeOutcome(t, p, tc.dsn)
 			took := time.Since(start)
 			if diff := cmp.Diff(tc.want, got); diff != "" {
-				t.Errorf("findings (-want +got):\n%s", diff)
+				t.Errorf("outcome (-want +got):\n%s", diff)
 			}
 			if tc.within > 0 && took > tc.within {
 				t.Errorf("check took %s, want at most %s", took, tc.within)
@@ -129,28 +107,28 @@ func TestDatabaseIntegrationPostgres(t *testing.T) {
 		"a wrong password names the secret to fix": {
 			dsn:      withPassword(t, good, "Wrong-p@ss"),
 			password: "Wrong-p@ss",
-			want: denial(ReasonDatabaseAuthFailed,
+			want: denial(ReasonAuthFailed,
 				"database at "+addr+" rejected the password for user postgres",
 				"check the password in "+secretSource),
 		},
 		"a missing database": {
 			dsn:      strings.Replace(good, "/app?", "/nosuchdb?", 1),
 			password: pgPassword,
-			want: denial(ReasonDatabaseNotFound,
+			want: denial(ReasonNotFound,
 				"database nosuchdb does not exist at "+addr,
 				"create it, or fix the database name in "+secretSource),
 		},
 		"sslmode=require against a server without TLS": {
 			dsn:      srv.URL("postgresql", "sslmode=require"),
 			password: pgPassword,
-			want: denial(ReasonDatabaseTLSUnavailable,
+			want: denial(ReasonTLSUnavailable,
 				"database at "+addr+" does not offer TLS but the connection string requires it (sslmode=require)",
 				"enable TLS on the database, or change the TLS setting in "+secretSource),
 		},
 		"nothing listening": {
 			dsn:      withHost(t, good, closed),
 			password: pgPassword,
-			want: denial(ReasonDatabaseConnectRefused,
+			want: denial(ReasonConnectRefused,
 				"nothing is listening at "+closed+" (connection refused)",
 				"check the host and port in "+secretSource+" and that the database is running"),
 		},
@@ -159,28 +137,28 @@ func TestDatabaseIntegrationPostgres(t *testing.T) {
 			opts:     ProberOptions{Timeout: 500 * time.Millisecond},
 			within:   10 * time.Second,
 			password: pgPassword,
-			want: denial(ReasonDatabaseNoResponse,
+			want: denial(ReasonNoResponse,
 				"database at "+blackhole+" accepted the connection but did not answer within 500ms",
 				"check that the port in "+secretSource+" is the database's port, and the database's health"),
 		},
 		"an un-encoded password gets the url-encoding hint": {
 			dsn:      "postgresql://postgres:" + pgPassword + "@" + addr + "/app?sslmode=disable",
 			password: pgPassword,
-			want: denial(ReasonDatabasePasswordNotEncoded,
+			want: denial(ReasonPasswordNotEncoded,
 				"the database url in "+secretSource+" has a password with special characters that are not url-encoded",
 				encodeHint),
 		},
 		"target_session_attrs=standby against a primary": {
 			dsn:      srv.URL("postgresql", "sslmode=disable&target_session_attrs=standby"),
 			password: pgPassword,
-			want: denial(ReasonDatabaseProbeFailed,
+			want: denial(ReasonProbeFailed,
 				"database at "+addr+" accepted the login but does not meet the connection string's target_session_attrs",
 				"check target_session_attrs and the hosts in "+secretSource),
 		},
 		"a public address is denied before connecting": {
 			dsn:      withHost(t, good, "127.0.0.2:"+port),
 			password: pgPassword,
-			want: denial(ReasonDatabaseHostPublic,
+			want: denial(ReasonHostPublic,
 				"database host 127.0.0.2 is not a private address",
 				"use the database's private network hostname in "+secretSource+", or add its range to --private-cidrs"),
 		},
@@ -188,7 +166,7 @@ func TestDatabaseIntegrationPostgres(t *testing.T) {
 			dsn:      withHost(t, good, "db.cutover-guard.test:"+port),
 			opts:     ProberOptions{Resolver: fixedResolver("127.0.0.1", "127.0.0.2")},
 			password: pgPassword,
-			want: denial(ReasonDatabaseHostPublic,
+			want: denial(ReasonHostPublic,
 				"database host db.cutover-guard.test resolves to 127.0.0.2, which is not a private address",
 				"use the database's private network hostname in "+secretSource+", or add its range to --private-cidrs"),
 		},
@@ -199,7 +177,7 @@ func TestDatabaseIntegrationPostgres(t *testing.T) {
 				return nil, fmt.Errorf("no DNS in tests")
 			}},
 			password: pgPassword,
-			want: denial(ReasonDatabaseHostPublic,
+			want: denial(ReasonHostPublic,
 				"database host db-postgresql-nyc1-12345.db.ondigitalocean.com is the public hostname",
 				"use the private hostname private-db-postgresql-nyc1-12345.db.ondigitalocean.com from the Private network tab in "+secretSource),
 		},
@@ -208,17 +186,17 @@ func TestDatabaseIntegrationPostgres(t *testing.T) {
 	t.Run("a second probe within the TTL reuses the result", func(t *testing.T) {
 		proxy := testdb.StartProxy(t, addr)
 		obs := &observed{}
-		p := NewProber(ProberOptions{PrivateCIDRs: loopback, Timeout: 5 * time.Second, Observe: obs.observe})
+		p := NewProber(ProberOptions{PrivateCIDRs: loopback, Timeout: 5 * time.Second, CacheTTL: DefaultCacheTTL, Observe: obs.observe})
 		dsn := withHost(t, good, proxy.Addr)
 		for range 2 {
-			if got := checkSecretDSN(t, p, dsn); got != nil {
-				t.Fatalf("findings: %v", got)
+			if got := probeOutcome(t, p, dsn); got != nil {
+				t.Fatalf("outcome: %v", got)
 			}
 		}
 		if n := proxy.Accepts(); n != 1 {
 			t.Errorf("server saw %d connections, want 1", n)
 		}
-		want := []observation{{ReasonDatabaseReachable, false}, {ReasonDatabaseReachable, true}}
+		want := []observation{{ReasonReachable, false}, {ReasonReachable, true}}
 		if diff := cmp.Diff(want, obs.get()); diff != "" {
 			t.Errorf("observations (-want +got):\n%s", diff)
 		}
@@ -227,21 +205,21 @@ func TestDatabaseIntegrationPostgres(t *testing.T) {
 	t.Run("50 concurrent identical probes share one connection", func(t *testing.T) {
 		proxy := testdb.StartProxy(t, addr)
 		obs := &observed{}
-		p := NewProber(ProberOptions{PrivateCIDRs: loopback, Timeout: 10 * time.Second, Observe: obs.observe})
 		release := make(chan struct{})
-		dial := p.dial
-		p.dial = func(ctx context.Context, network, a string) (net.Conn, error) {
-			<-release // hold the first probe until every caller has started
-			return dial(ctx, network, a)
-		}
+		var dialer net.Dialer
+		p := NewProber(ProberOptions{PrivateCIDRs: loopback, Timeout: 10 * time.Second, CacheTTL: DefaultCacheTTL, Observe: obs.observe,
+			Dial: func(ctx context.Context, network, a string) (net.Conn, error) {
+				<-release // hold the first probe until every caller has started
+				return dialer.DialContext(ctx, network, a)
+			}})
 		dsn := withHost(t, good, proxy.Addr)
 		var started atomic.Int32
 		var wg sync.WaitGroup
-		findings := make([][]Finding, 50)
-		for i := range findings {
+		outcomes := make([]*outcome, 50)
+		for i := range outcomes {
 			wg.Go(func() {
 				started.Add(1)
-				findings[i] = checkSecretDSN(t, p, dsn)
+				outcomes[i] = probeOutcome(t, p, dsn)
 			})
 		}
 		for deadline := time.Now().Add(10 * time.Second); started.Load() < 50 && time.Now().Before(deadline); {
@@ -249,9 +227,9 @@ func TestDatabaseIntegrationPostgres(t *testing.T) {
 		}
 		close(release)
 		wg.Wait()
-		for i, f := range findings {
-			if f != nil {
-				t.Errorf("caller %d: findings %v", i, f)
+		for i, o := range outcomes {
+			if o != nil {
+				t.Errorf("caller %d: outcome %v", i, o)
 			}
 		}
 		if n := proxy.Accepts(); n != 1 {
@@ -278,20 +256,23 @@ func TestDatabaseIntegrationPostgresTLS(t *testing.T) {
 	srv := testdb.StartPostgres(t, testdb.PostgresOptions{Password: pgPassword, TLS: true})
 	addr := srv.Addr()
 	runIntegrationCases(t, map[string]integrationCase{
-		"sslmode=require against a TLS server passes":        {dsn: srv.URL("postgresql", "sslmode=require")},
-		"a CA file in the app's pod does not stop the check": {dsn: srv.URL("postgresql", "sslmode=verify-full&sslrootcert=/etc/app/ca.crt")},
-		"sslmode=disable is fine when the server allows it":  {dsn: srv.URL("postgresql", "sslmode=disable")},
+		"sslmode=require against a TLS server passes": {dsn: srv.URL("postgresql", "sslmode=require")},
+		"a CA file in the app's pod does not stop the check, and the chain is not verified": {
+			dsn:  srv.URL("postgresql", "sslmode=verify-full&sslrootcert=/etc/app/ca.crt"),
+			want: &outcome{Reason: ReasonReachable, ChainNotVerified: true},
+		},
+		"sslmode=disable is fine when the server allows it": {dsn: srv.URL("postgresql", "sslmode=disable")},
 		"a wrong password over TLS is an authentication error": {
 			dsn:      withPassword(t, srv.URL("postgresql", "sslmode=require"), "Wrong-p@ss"),
 			password: "Wrong-p@ss",
-			want: denial(ReasonDatabaseAuthFailed,
+			want: denial(ReasonAuthFailed,
 				"database at "+addr+" rejected the password for user postgres",
 				"check the password in "+secretSource),
 		},
 		"verify-full against a self-signed certificate": {
 			dsn:      srv.URL("postgresql", "sslmode=verify-full"),
 			password: pgPassword,
-			want: denial(ReasonDatabaseTLSFailed,
+			want: denial(ReasonTLSFailed,
 				"the TLS handshake with database at "+addr+" failed: the server certificate is not signed by a trusted authority (sslmode=verify-full)",
 				"check the TLS setting in "+secretSource+" and the server certificate"),
 		},
@@ -314,21 +295,21 @@ func TestDatabaseIntegrationMariaDB(t *testing.T) {
 		"a wrong password names the secret to fix": {
 			dsn:      withPassword(t, good, "Wrong-p@ss"),
 			password: "Wrong-p@ss",
-			want: denial(ReasonDatabaseAuthFailed,
+			want: denial(ReasonAuthFailed,
 				"database at "+addr+" rejected the password for user app",
 				"check the password in "+secretSource),
 		},
 		"a missing database": {
 			dsn:      strings.TrimSuffix(good, "/app") + "/nosuchdb",
 			password: mysqlPassword,
-			want: denial(ReasonDatabaseNotFound,
+			want: denial(ReasonNotFound,
 				"database nosuchdb does not exist at "+addr,
 				"create it, or fix the database name in "+secretSource),
 		},
 		"ssl-mode=REQUIRED against a server without TLS": {
 			dsn:      srv.URL("mysql", "ssl-mode=REQUIRED"),
 			password: mysqlPassword,
-			want: denial(ReasonDatabaseTLSUnavailable,
+			want: denial(ReasonTLSUnavailable,
 				"database at "+addr+" does not offer TLS but the connection string requires it (ssl-mode=REQUIRED)",
 				"enable TLS on the database, or change the TLS setting in "+secretSource),
 		},
@@ -337,14 +318,14 @@ func TestDatabaseIntegrationMariaDB(t *testing.T) {
 			opts:     ProberOptions{Timeout: 500 * time.Millisecond},
 			within:   10 * time.Second,
 			password: mysqlPassword,
-			want: denial(ReasonDatabaseNoResponse,
+			want: denial(ReasonNoResponse,
 				"database at "+blackhole+" accepted the connection but did not answer within 500ms",
 				"check that the port in "+secretSource+" is the database's port, and the database's health"),
 		},
 		"an un-encoded password gets the url-encoding hint": {
 			dsn:      "mysql://app:" + mysqlPassword + "@" + addr + "/app",
 			password: mysqlPassword,
-			want: denial(ReasonDatabasePasswordNotEncoded,
+			want: denial(ReasonPasswordNotEncoded,
 				"the database url in "+secretSource+" has a password with special characters that are not url-encoded",
 				encodeHint),
 		},

@@ -1,4 +1,4 @@
-package checks
+package probe
 
 import (
 	"fmt"
@@ -42,7 +42,7 @@ func summarize(d *dsn, err *dsnError) parsed {
 }
 
 func TestParseDSN(t *testing.T) {
-	notEncoded := parsed{Reason: ReasonDatabasePasswordNotEncoded, Message: "has a password with special characters that are not url-encoded"}
+	notEncoded := parsed{Reason: ReasonPasswordNotEncoded, Message: "has a password with special characters that are not url-encoded"}
 	tests := map[string]struct {
 		dsn  string
 		want parsed
@@ -95,7 +95,7 @@ func TestParseDSN(t *testing.T) {
 		},
 		"a query value with a raw '=' is malformed": {
 			dsn:  "postgres://app:secret@db:5432/app?options=-c%20search_path=a@b",
-			want: parsed{Reason: ReasonDatabaseURLInvalid, Message: "has a malformed query parameter"},
+			want: parsed{Reason: ReasonURLInvalid, Message: "has a malformed query parameter"},
 		},
 		"an '@' inside a query value is not taken for the userinfo": {
 			dsn: "postgres://app:secret@db:5432/app?options=x@y",
@@ -142,7 +142,7 @@ func TestParseDSN(t *testing.T) {
 		"a '%' that starts no escape":                {dsn: "postgresql://app:100%sure@db:5432/app", want: notEncoded},
 		"an un-encoded '@' in the user name": {
 			dsn:  "postgresql://app@corp:pw@db:5432/app",
-			want: parsed{Reason: ReasonDatabaseURLInvalid, Message: "has a user name with special characters that are not url-encoded"},
+			want: parsed{Reason: ReasonURLInvalid, Message: "has a user name with special characters that are not url-encoded"},
 		},
 		"an encoded '@' in the user name": {
 			dsn: "postgresql://app%40corp:pw@db:5432/app",
@@ -151,51 +151,51 @@ func TestParseDSN(t *testing.T) {
 		},
 		"an unknown scheme lists the supported ones": {
 			dsn:  "redis://:secret@cache:6379/0",
-			want: parsed{Reason: ReasonDatabaseSchemeUnsupported, Message: `has unsupported scheme "redis"`},
+			want: parsed{Reason: ReasonSchemeUnsupported, Message: `has unsupported scheme "redis"`},
 		},
 		"an upper-case scheme is not one pgx accepts": {
 			dsn:  "POSTGRES://app:secret@db/app",
-			want: parsed{Reason: ReasonDatabaseSchemeUnsupported, Message: `has unsupported scheme "POSTGRES"`},
+			want: parsed{Reason: ReasonSchemeUnsupported, Message: `has unsupported scheme "POSTGRES"`},
 		},
 		"a keyword/value string is not a url": {
 			dsn:  "host=db user=app password=secret dbname=app",
-			want: parsed{Reason: ReasonDatabaseSchemeUnsupported, Message: "is not a url with a scheme"},
+			want: parsed{Reason: ReasonSchemeUnsupported, Message: "is not a url with a scheme"},
 		},
 		"a go-sql-driver DSN is not a url": {
 			dsn:  "app:secret@tcp(db:3306)/app",
-			want: parsed{Reason: ReasonDatabaseSchemeUnsupported, Message: "is not a url with a scheme"},
+			want: parsed{Reason: ReasonSchemeUnsupported, Message: "is not a url with a scheme"},
 		},
 		"a trailing newline from --from-file": {
 			dsn:  "postgres://app:secret@db/app\n",
-			want: parsed{Reason: ReasonDatabaseURLInvalid, Message: "starts or ends with whitespace or a newline"},
+			want: parsed{Reason: ReasonURLInvalid, Message: "starts or ends with whitespace or a newline"},
 		},
 		"an empty value": {
 			dsn:  "",
-			want: parsed{Reason: ReasonDatabaseURLInvalid, Message: "is empty"},
+			want: parsed{Reason: ReasonURLInvalid, Message: "is empty"},
 		},
 		"no host would mean the webhook's local socket": {
 			dsn:  "postgres://app:secret@/app",
-			want: parsed{Reason: ReasonDatabaseURLInvalid, Message: "names no host"},
+			want: parsed{Reason: ReasonURLInvalid, Message: "names no host"},
 		},
 		"a unix socket host cannot be checked": {
 			dsn:  "postgres://app:secret@db/app?host=/var/run/postgresql",
-			want: parsed{Reason: ReasonDatabaseURLInvalid, Message: "names a unix socket, which cannot be checked"},
+			want: parsed{Reason: ReasonURLInvalid, Message: "names a unix socket, which cannot be checked"},
 		},
 		"an invalid sslmode": {
 			dsn:  "postgres://app:secret@db/app?sslmode=always",
-			want: parsed{Reason: ReasonDatabaseURLInvalid, Message: "has an invalid sslmode"},
+			want: parsed{Reason: ReasonURLInvalid, Message: "has an invalid sslmode"},
 		},
 		"an invalid postgres port": {
 			dsn:  "postgres://app:secret@db:99999/app",
-			want: parsed{Reason: ReasonDatabaseURLInvalid, Message: "is not a valid connection string"},
+			want: parsed{Reason: ReasonURLInvalid, Message: "is not a valid connection string"},
 		},
 		"an invalid mysql port": {
 			dsn:  "mysql://app:secret@db:0/app",
-			want: parsed{Reason: ReasonDatabaseURLInvalid, Message: "has an invalid port"},
+			want: parsed{Reason: ReasonURLInvalid, Message: "has an invalid port"},
 		},
 		"an invalid mysql ssl-mode": {
 			dsn:  "mysql://app:secret@db/app?ssl-mode=ALWAYS",
-			want: parsed{Reason: ReasonDatabaseURLInvalid, Message: "has an invalid ssl-mode"},
+			want: parsed{Reason: ReasonURLInvalid, Message: "has an invalid ssl-mode"},
 		},
 	}
 	for name, tc := range tests {
@@ -221,7 +221,7 @@ func TestParseDSNIgnoresWebhookEnvironment(t *testing.T) {
 		t.Errorf("mismatch (-want +got):\n%s", diff)
 	}
 	got = summarize(parseDSN("postgres://app:pw@/app"))
-	if got.Reason != ReasonDatabaseURLInvalid {
+	if got.Reason != ReasonURLInvalid {
 		t.Errorf("a url without host parsed as %+v (PGHOST must not fill it)", got)
 	}
 }
@@ -304,9 +304,8 @@ func FuzzParseDSN(f *testing.F) {
 	p := NewProber(ProberOptions{
 		PrivateCIDRs: mustPrefixes("10.0.0.0/8", "fd00::/8"),
 		Resolver:     fixedResolver("192.0.2.1"),
-		CacheTTL:     -1,
+		Dial:         refuseDial,
 	})
-	p.dial = refuseDial
 	f.Fuzz(func(t *testing.T, raw string) {
 		// render returns everything we could show for raw, and the parts
 		// that are printed on purpose.
@@ -319,8 +318,11 @@ func FuzzParseDSN(f *testing.F) {
 			for _, e := range d.endpoints {
 				printed = append(printed, e.host)
 			}
-			res := p.probe(t.Context(), raw)
-			return fmt.Sprintf("%v|%+v|%#v|%s|%s|%s", d, d, d, d.addr(), res.message, res.fix), printed
+			res, err := p.Probe(t.Context(), raw)
+			if err != nil {
+				t.Fatalf("probe: %v", err)
+			}
+			return fmt.Sprintf("%v|%+v|%#v|%s|%s|%s", d, d, d, d.addr(), res.Message.Render("SOURCE"), res.Fix.Render("SOURCE")), printed
 		}
 		text, printed := render(raw)
 		for _, cand := range passwordCandidates(raw) {
@@ -337,7 +339,7 @@ func FuzzParseDSN(f *testing.F) {
 				}
 				shown := false
 				for _, p := range printed {
-					shown = shown || strings.Contains(p, s) || strings.Contains(printable(p), s)
+					shown = shown || strings.Contains(p, s) || strings.Contains(Printable(p), s)
 				}
 				if !shown {
 					t.Fatalf("%q: output shows the password %q:\n%s", raw, s, text)

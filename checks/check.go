@@ -1,0 +1,45 @@
+package checks
+
+import (
+	"context"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/cutover-guard/cutover-guard/checks/probe"
+)
+
+// Func is the one signature of every check: Reference, DeploymentReady,
+// EndpointsReady and DatabaseReachable. A check reads the fields of in that
+// it needs and may set those that its doc names, for the checks after it.
+//
+// The rule for reads is the same in every check: an object the target
+// refers to that does not exist (NotFound) is a finding; any other failed
+// read (forbidden, timeout, unavailable) is an error, never a finding,
+// because the check could not decide. An error reaches the client as an
+// "internal error:" answer; a read cut short by the deadline becomes the
+// Guard's Timeout denial.
+type Func func(ctx context.Context, in *Input) ([]Finding, error)
+
+// Input is one target, where to read about it, and what the checks before
+// have learnt. Guard runs each check on its own copy and keeps the copy only
+// when the check finished.
+type Input struct {
+	// Reader reads live state; it must not be an informer cache.
+	Reader client.Reader
+	// Prober probes databases; nil leaves DatabaseReachable nothing to do.
+	Prober *probe.Prober
+	// DatabaseEnv names the environment variables that hold a connection
+	// string; empty means DefaultDatabaseURLEnv.
+	DatabaseEnv []string
+	Target      Target
+
+	// Service and Port are set by Reference when the reference is usable:
+	// the target's Service and the Service port the backendRef maps to.
+	Service *corev1.Service
+	Port    corev1.ServicePort
+	// Deployments is set by DeploymentReady: those whose pods Service
+	// selects.
+	Deployments []appsv1.Deployment
+}

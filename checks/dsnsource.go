@@ -1,0 +1,142 @@
+package checks
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/cutover-guard/cutover-guard/checks/probe"
+)
+
+// dsnUse is a distinct connection string and the first place it was found.
+type dsnUse struct {
+	value string
+	src   dsnSource
+}
+
+// discoverDSNs collects the distinct connection strings of deployments'
+// containers, in the order found, and findings for broken references (or the
+// warning that there is none). An error means a Secret or ConfigMap could not
+// be read (other than NotFound).
+func discoverDSNs(ctx context.Context, r client.Reader, svc types.NamespacedName, deployments []appsv1.Deployment, envNames []string) ([]dsnUse, []Finding, error) {
+	if len(envNames) == 0 {
+		envNames = []string{DefaultDatabaseURLEnv}
+	}
+	res := &envResolver{ctx: ctx, r: r, svc: svc, objects: map[objectKey]fetched{}, reported: map[string]bool{}}
+	var uses []dsnUse
+	seen := map[string]bool{}
+	var looked []string
+	firstChecked := ""
+	for i := range deployments {
+		dep := &deployments[i]
+		names := envNames
+		if a, ok := dep.Annotations[AnnotationDatabaseURLEnv]; ok {
+			names = splitNames(a)
+			if len(names) == 0 {
+				continue // turned off for this Deployment
+			}
+		}
+		if firstChecked == "" {
+			firstChecked = dep.Name
+		}
+		for _, n := range names {
+			if n = probe.Printable(n); !slices.Contains(looked, n) {
+				looked = append(looked, n)
+			}
+		}
+		spec := &dep.Spec.Template.Spec
+		containers := slices.Clone(spec.Containers)
+		for _, c := range spec.InitContainers {
+			if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+				containers = append(containers, c)
+			}
+		}
+		for ci := range containers {
+			c := &containers[ci]
+			for _, n := range names {
+				v, src, ok := res.value(dep, c, n, len(c.Env))
+				if !ok || seen[v] {
+					continue
+				}
+				seen[v] = true
+				uses = append(uses, dsnUse{value: v, src: src})
+			}
+		}
+	}
+	if res.err != nil {
+		return nil, nil, res.err
+	}
+	if len(uses) == 0 && len(res.findings) == 0 && firstChecked != "" {
+		res.findings = append(res.findings, Finding{
+			Check:    CheckDatabase,
+			Severity: Warn,
+			Service:  svc,
+			Object:   "deployment " + firstChecked,
+			Reason:   ReasonDatabaseURLNotFound,
+			Message:  fmt.Sprintf("no database connection string found (looked for %s); database check skipped", nameList(looked)),
+		})
+	}
+	return uses, res.findings, nil
+}
+
+func splitNames(s string) []string {
+	var out []string
+	for n := range strings.SplitSeq(s, ",") {
+		if n = strings.TrimSpace(n); n != "" && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func nameList(names []string) string {
+	s := []rune(strings.Join(names, ", "))
+	if len(s) > 60 {
+		return string(s[:57]) + "..."
+	}
+	return string(s)
+}
+
+// dsnSource says where a connection string came from; it names objects and
+// keys, never values.
+type dsnSource struct {
+	kind       string // "secret", "configmap" or "env" (a literal value)
+	namespace  string
+	name       string // the Secret or ConfigMap; the Deployment for "env"
+	key        string
+	envName    string
+	container  string
+	deployment string
+	refs       []string // "$(DB_PASSWORD) from secret ns/db key password"
+}
+
+func (s dsnSource) base() string {
+	switch s.kind {
+	case "secret", "configmap":
+		return fmt.Sprintf("%s %s/%s key %s", s.kind, s.namespace, s.name, s.key)
+	default:
+		return fmt.Sprintf("env %s of container %s in deployment %s/%s", probe.Printable(s.envName), s.container, s.namespace, s.deployment)
+	}
+}
+
+func (s dsnSource) String() string {
+	if len(s.refs) == 0 {
+		return s.base()
+	}
+	return s.base() + " (with " + strings.Join(s.refs, ", ") + ")"
+}
+
+func (s dsnSource) object() string {
+	switch s.kind {
+	case "secret", "configmap":
+		return s.kind + " " + s.name
+	default:
+		return "deployment " + s.deployment
+	}
+}

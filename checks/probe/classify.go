@@ -1,0 +1,200 @@
+package probe
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"syscall"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Stages at which a connected probe can fail after the driver's connect.
+const (
+	stageConnect = "connect"
+	stageQuery   = "query"
+)
+
+// reachableOnly checks a connection string without a user: it can only show
+// that a TCP connection opens.
+func (p *Prober) reachableOnly(ctx context.Context, d *dsn, t *dialTracker, addrs map[string][]netip.Addr) Result {
+	var errs []error
+	for _, e := range d.endpoints {
+		for _, ip := range addrs[e.host] {
+			c, err := t.dial(ctx, "tcp", netip.AddrPortFrom(ip, e.port).String())
+			if err == nil {
+				c.Close()
+				return Result{
+					Reason:  ReasonNoUser,
+					Message: plain(fmt.Sprintf("database url names no user; only checked that %s accepts connections", d.addr())),
+					Fix:     inSource("add the user to ", " to have the login checked"),
+				}
+			}
+			errs = append(errs, err)
+		}
+	}
+	return p.classify(ctx, d, t, stageConnect, errors.Join(errs...))
+}
+
+// classify maps a failed connection or query to our own words. Driver error
+// text is never used: only error types, codes and what the tracker saw.
+func (p *Prober) classify(ctx context.Context, d *dsn, t *dialTracker, stage string, err error) Result {
+	at := "database at " + d.addr()
+	st := t.state()
+
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgServerError(d, pgErr, stage)
+	}
+	var myErr *mysql.MySQLError
+	if errors.As(err, &myErr) {
+		return mysqlServerError(d, myErr, stage)
+	}
+	if stage == stageQuery {
+		if ctx.Err() != nil {
+			return deny(ReasonQueryFailed,
+				fmt.Sprintf("%s did not answer SELECT 1 within %s", at, p.timeout),
+				plain("check the database's load and health"))
+		}
+		return deny(ReasonQueryFailed,
+			fmt.Sprintf("%s accepted the login but SELECT 1 failed", at),
+			plain("check the database's health"))
+	}
+	if st.tlsRefused || errors.Is(err, mysql.ErrNoTLS) {
+		return deny(ReasonTLSUnavailable,
+			fmt.Sprintf("%s does not offer TLS but the connection string requires it (%s)", at, d.tlsParam),
+			inSource("enable TLS on the database, or change the TLS setting in ", ""))
+	}
+	if detail, ok := tlsFailure(err); ok {
+		return deny(ReasonTLSFailed,
+			fmt.Sprintf("the TLS handshake with %s failed: %s (%s)", at, detail, d.tlsParam),
+			inSource("check the TLS setting in ", " and the server certificate"))
+	}
+	timedOut := ctx.Err() != nil || pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded) || isNetTimeout(err)
+	switch {
+	case st.connected == 0 && timedOut:
+		return deny(ReasonConnectTimeout,
+			fmt.Sprintf("%s is not reachable within %s", at, p.timeout),
+			plain("is the cluster in the database's Trusted sources?"))
+	case !timedOut && dropped(err, st) != "":
+		return droppedConnection(d, st, dropped(err, st))
+	case st.connected == 0 && errors.Is(err, syscall.ECONNREFUSED):
+		return deny(ReasonConnectRefused,
+			fmt.Sprintf("nothing is listening at %s (connection refused)", d.addr()),
+			inSource("check the host and port in ", " and that the database is running"))
+	case st.connected == 0:
+		return deny(ReasonUnreachable,
+			fmt.Sprintf("%s is not reachable (no route)", at),
+			plain("is the database in the cluster's VPC, and the cluster in its Trusted sources?"))
+	case st.tlsAccepted && !st.netReady && timedOut:
+		return deny(ReasonNoResponse,
+			fmt.Sprintf("the TLS handshake with %s did not finish within %s", at, p.timeout),
+			inSource("check that the port in ", " is the database's port"))
+	case st.tlsAccepted && !st.netReady:
+		return deny(ReasonTLSFailed,
+			fmt.Sprintf("the TLS handshake with %s failed (%s)", at, d.tlsParam),
+			inSource("check the TLS setting in ", " and the server certificate"))
+	case st.netReady && !timedOut && d.pg != nil && d.pg.ValidateConnect != nil:
+		return deny(ReasonProbeFailed,
+			fmt.Sprintf("%s accepted the login but does not meet the connection string's target_session_attrs", at),
+			inSource("check target_session_attrs and the hosts in ", ""))
+	case timedOut:
+		return deny(ReasonNoResponse,
+			fmt.Sprintf("%s accepted the connection but did not answer within %s", at, p.timeout),
+			inSource("check that the port in ", " is the database's port, and the database's health"))
+	default:
+		return deny(ReasonProbeFailed,
+			fmt.Sprintf("%s closed the connection or did not speak the %s protocol", at, d.driver),
+			inSource("check the scheme, host and port in ", ""))
+	}
+}
+
+// Ways a connection can be dropped by the server (or something in between)
+// before the probe finished.
+const (
+	droppedReset  = "reset"
+	droppedClosed = "closed"
+)
+
+// dropped tells whether the connection was reset or closed, from the
+// driver's error or, as the MySQL driver reports both as "invalid
+// connection", from what the connection itself saw.
+func dropped(err error, st trackerState) string {
+	for _, e := range []error{err, st.ioErr} {
+		switch {
+		case e == nil:
+		case errors.Is(e, syscall.ECONNRESET), errors.Is(e, syscall.EPIPE), errors.Is(e, syscall.ECONNABORTED):
+			return droppedReset
+		}
+	}
+	if st.connected == 0 {
+		return ""
+	}
+	for _, e := range []error{err, st.ioErr} {
+		if e != nil && (errors.Is(e, io.EOF) || errors.Is(e, io.ErrUnexpectedEOF)) {
+			return droppedClosed
+		}
+	}
+	return ""
+}
+
+// droppedConnection is the denial for a connection the database reset or
+// closed before the login finished, naming how far the handshake got.
+func droppedConnection(d *dsn, st trackerState, how string) Result {
+	at := "database at " + d.addr()
+	var when string
+	switch {
+	case st.connected == 0 || st.received == 0:
+		when = "as soon as it was opened"
+	case st.tlsAccepted && !st.tlsDone:
+		when = "during the TLS handshake"
+	default:
+		when = "during the login"
+	}
+	if how == droppedReset {
+		return deny(ReasonConnectionReset,
+			fmt.Sprintf("%s reset the connection %s", at, when),
+			plain("retry; if this repeats, check the database's logs and any proxy or firewall between the cluster and "+d.addr()))
+	}
+	return deny(ReasonConnectionClosed,
+		fmt.Sprintf("%s closed the connection %s", at, when),
+		inSource("retry once the database is up; if this repeats, check that the port in ", " is the database's port, and the database's logs"))
+}
+
+func isNetTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// tlsFailure recognises certificate and handshake errors.
+func tlsFailure(err error) (string, bool) {
+	var (
+		unknownCA x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		verify    *tls.CertificateVerificationError
+		header    tls.RecordHeaderError
+		alert     tls.AlertError
+	)
+	switch {
+	case errors.As(err, &unknownCA):
+		return "the server certificate is not signed by a trusted authority", true
+	case errors.As(err, &hostname):
+		return "the server certificate does not match the host name", true
+	case errors.As(err, &invalid):
+		return "the server certificate is invalid or expired", true
+	case errors.As(err, &verify):
+		return "the server certificate could not be verified", true
+	case errors.As(err, &header):
+		return "the server did not answer with TLS", true
+	case errors.As(err, &alert):
+		return "the server rejected the handshake", true
+	}
+	return "", false
+}
