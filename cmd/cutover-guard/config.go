@@ -9,8 +9,11 @@ import (
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/cutover-guard/cutover-guard/certs"
+	"github.com/cutover-guard/cutover-guard/checks"
 	"github.com/cutover-guard/cutover-guard/checks/probe"
 )
 
@@ -42,20 +45,34 @@ type Config struct {
 	Certs certs.Options
 }
 
+// Defaults of flags that no package owns; every other flag defaults to the
+// Default* value of the package that owns the setting.
+const (
+	// defaultCertDir is where controller-runtime's webhook server looks
+	// for tls.crt and tls.key on Linux when given no directory.
+	defaultCertDir = "/tmp/k8s-webhook-server/serving-certs"
+	// defaultHealthAddr serves /healthz and /readyz.
+	defaultHealthAddr = ":8081"
+	// defaultRequestTimeout is the decision deadline when the API server
+	// sends no timeout: below the API server's default of 10 s, so the
+	// guard answers before the API server gives up.
+	defaultRequestTimeout = 8 * time.Second
+)
+
 func parseFlags(name string, args []string) (Config, error) {
 	cfg := Config{Zap: zap.Options{Development: false}}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "path to a kubeconfig; empty uses $KUBECONFIG or the in-cluster config")
-	fs.StringVar(&cfg.CertDir, "cert-dir", "/tmp/k8s-webhook-server/serving-certs", "directory holding tls.crt and tls.key for the webhook server (reloaded when they change)")
-	fs.IntVar(&cfg.Port, "port", 9443, "webhook server port")
-	fs.StringVar(&cfg.MetricsAddr, "metrics-bind-address", ":8080", "address of the /metrics endpoint; 0 disables it")
-	fs.StringVar(&cfg.HealthAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
+	fs.StringVar(&cfg.CertDir, "cert-dir", defaultCertDir, "directory holding tls.crt and tls.key for the webhook server (reloaded when they change)")
+	fs.IntVar(&cfg.Port, "port", crwebhook.DefaultPort, "webhook server port")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-bind-address", metricsserver.DefaultBindAddress, "address of the /metrics endpoint; 0 disables it")
+	fs.StringVar(&cfg.HealthAddr, "health-probe-bind-address", defaultHealthAddr, "address of the /healthz and /readyz endpoints")
 	cidrs := fs.String("private-cidrs", joinPrefixes(probe.DefaultPrivateCIDRs()), "comma-separated CIDRs a database host must resolve into to count as private")
-	fs.DurationVar(&cfg.DBTimeout, "db-timeout", 2*time.Second, "bound on each database probe (connect, TLS, auth, SELECT 1)")
-	fs.DurationVar(&cfg.DBCacheTTL, "db-cache-ttl", 10*time.Second, "how long a database probe result is reused for the same connection string; 0 disables the cache")
-	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 8*time.Second, "decision deadline when the API server sends no timeout parameter")
+	fs.DurationVar(&cfg.DBTimeout, "db-timeout", probe.DefaultTimeout, "bound on each database probe (connect, TLS, auth, SELECT 1)")
+	fs.DurationVar(&cfg.DBCacheTTL, "db-cache-ttl", probe.DefaultCacheTTL, "how long a database probe result is reused for the same connection string; 0 disables the cache")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", defaultRequestTimeout, "decision deadline when the API server sends no timeout parameter")
 	fs.BoolVar(&cfg.CheckCreate, "check-create", false, "also check routes when they are created (off: a GitOps sync creating workload and route together must not deadlock)")
-	env := fs.String("database-url-env", "DATABASE_URL", "comma-separated env var names that hold the database connection string in the target's pod template")
+	env := fs.String("database-url-env", checks.DefaultDatabaseURLEnv, "comma-separated env var names that hold the database connection string in the target's pod template")
 	fs.BoolVar(&cfg.EnableHTTP2, "enable-http2", false, "serve the webhook over HTTP/2 as well as HTTP/1.1")
 	fs.BoolVar(&cfg.SkipDatabase, "skip-database-check", false, "do not probe databases (each checked target then gets a warning)")
 	fs.BoolVar(&cfg.DisableCertRotation, "disable-cert-rotation", false, "do not bootstrap, inject or rotate the serving certificate; serve the tls.crt and tls.key that another tool (cert-manager) puts in --cert-dir")

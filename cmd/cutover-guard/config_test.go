@@ -7,6 +7,12 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/cutover-guard/cutover-guard/certs"
+	"github.com/cutover-guard/cutover-guard/checks"
+	"github.com/cutover-guard/cutover-guard/checks/probe"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -88,5 +94,41 @@ func TestParseFlags(t *testing.T) {
 			}
 			tc.check(t, c)
 		})
+	}
+}
+
+// Every flag defaults to the Default* value of the package that owns the
+// setting, so a default changes in one place.
+func TestFlagDefaultsArePackageDefaults(t *testing.T) {
+	c, err := parseFlags("cutover-guard", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type defaults struct {
+		Port                     int
+		MetricsAddr              string
+		PrivateCIDRs             []netip.Prefix
+		DBTimeout, DBCacheTTL    time.Duration
+		RequestTimeout           time.Duration
+		DatabaseURLEnv           []string
+		Namespace, SecretName    string
+		ServiceName, WebhookName string
+	}
+	want := defaults{
+		Port: crwebhook.DefaultPort, MetricsAddr: metricsserver.DefaultBindAddress,
+		PrivateCIDRs: probe.DefaultPrivateCIDRs(), DBTimeout: probe.DefaultTimeout, DBCacheTTL: probe.DefaultCacheTTL,
+		RequestTimeout: defaultRequestTimeout, DatabaseURLEnv: []string{checks.DefaultDatabaseURLEnv},
+		Namespace: certs.DefaultNamespace, SecretName: certs.DefaultSecretName,
+		ServiceName: certs.DefaultServiceName, WebhookName: certs.DefaultWebhookConfigName,
+	}
+	got := defaults{
+		Port: c.Port, MetricsAddr: c.MetricsAddr,
+		PrivateCIDRs: c.PrivateCIDRs, DBTimeout: c.DBTimeout, DBCacheTTL: c.DBCacheTTL,
+		RequestTimeout: c.RequestTimeout, DatabaseURLEnv: c.DatabaseURLEnv,
+		Namespace: c.Certs.Namespace, SecretName: c.Certs.SecretName,
+		ServiceName: c.Certs.ServiceName, WebhookName: c.Certs.WebhookConfigName,
+	}
+	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+		t.Errorf("flag defaults (-package defaults +flags):\n%s", diff)
 	}
 }
