@@ -21,8 +21,6 @@ import (
 
 var production = types.NamespacedName{Namespace: "production", Name: "app-green"}
 
-type envOpt func(*corev1.Container)
-
 func deployment(name string, annotations map[string]string, containers ...corev1.Container) appsv1.Deployment {
 	return appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: name, Annotations: annotations},

@@ -29,7 +29,7 @@ func (p *Prober) reachableOnly(ctx context.Context, d *dsn, t *dialTracker, addr
 		for _, ip := range addrs[e.host] {
 			c, err := t.dial(ctx, "tcp", netip.AddrPortFrom(ip, e.port).String())
 			if err == nil {
-				c.Close()
+				_ = c.Close()
 				return Result{
 					Reason:  ReasonNoUser,
 					Message: plain(fmt.Sprintf("database url names no user; only checked that %s accepts connections", d.addr())),

@@ -251,7 +251,7 @@ func isHex(c byte) bool {
 func Printable(s string) string {
 	plain := s != "" && len(s) <= 253
 	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-._:[]%", r)) {
+		if !nameRune(r) {
 			plain = false
 			break
 		}
@@ -263,4 +263,9 @@ func Printable(s string) string {
 		s = s[:64] + "..."
 	}
 	return strconv.Quote(s)
+}
+
+// nameRune reports whether r may appear in a name printed as it is.
+func nameRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-._:[]%", r)
 }

@@ -160,7 +160,7 @@ func hostsGiven(base, queryHost string, hasQueryHost bool) bool {
 	} else {
 		netloc, _, _ := strings.Cut(base, "/")
 		for el := range strings.SplitSeq(netloc, ",") {
-			h := el
+			var h string
 			if strings.HasPrefix(el, "[") {
 				h, _, _ = strings.Cut(el[1:], "]")
 			} else {

@@ -36,7 +36,7 @@ func (p *Prober) connectMySQL(ctx context.Context, d *dsn, t *dialTracker, addrs
 	if err != nil {
 		return stageConnect, err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	q, ok := c.(driver.QueryerContext)
 	if !ok {
 		return stageQuery, errors.New("driver cannot query")
@@ -45,7 +45,7 @@ func (p *Prober) connectMySQL(ctx context.Context, d *dsn, t *dialTracker, addrs
 	if err != nil {
 		return stageQuery, err
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	if err := rows.Next(make([]driver.Value, len(rows.Columns()))); err != nil {
 		return stageQuery, err
 	}

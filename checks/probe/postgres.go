@@ -110,7 +110,7 @@ func sqlState(code string) string {
 		return "?"
 	}
 	for _, r := range code {
-		if !(r >= '0' && r <= '9' || r >= 'A' && r <= 'Z') {
+		if (r < '0' || r > '9') && (r < 'A' || r > 'Z') {
 			return "?"
 		}
 	}
