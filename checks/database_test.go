@@ -6,9 +6,10 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cutover-guard/cutover-guard/checks/probe/probetest"
 
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
@@ -19,22 +20,6 @@ import (
 
 	"github.com/cutover-guard/cutover-guard/checks/probe"
 )
-
-// fixedResolver resolves every name to ips.
-func fixedResolver(ips ...string) func(context.Context, string) ([]netip.Addr, error) {
-	return func(context.Context, string) ([]netip.Addr, error) {
-		out := make([]netip.Addr, len(ips))
-		for i, s := range ips {
-			out[i] = netip.MustParseAddr(s)
-		}
-		return out, nil
-	}
-}
-
-// refuseDial fails every connection as a closed port would, without a packet.
-func refuseDial(context.Context, string, string) (net.Conn, error) {
-	return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
-}
 
 // literalDSN is the Deployment app-green whose DATABASE_URL is dsn, as a literal.
 func literalDSN(dsn string) []appsv1.Deployment {
@@ -76,15 +61,17 @@ func TestProbeStagesWithoutNetwork(t *testing.T) {
 		"a host that resolves to a public address": {
 			dsn: "postgres://app:Tr0ub4dor-pw@db.example.test:5432/app",
 			resolver: func(*testing.T) func(context.Context, string) ([]netip.Addr, error) {
-				return fixedResolver("10.0.0.5", "192.0.2.7")
+				return probetest.FixedResolver("10.0.0.5", "192.0.2.7")
 			},
 			want: Finding{Reason: ReasonDatabaseHostPublic,
 				Message: "database host db.example.test resolves to 192.0.2.7, which is not a private address",
 				Fix:     "use the database's private network hostname in " + src + ", or add its range to --private-cidrs"},
 		},
 		"a closed port": {
-			dsn:      "postgres://app:Tr0ub4dor-pw@db.example.test:5432/app",
-			resolver: func(*testing.T) func(context.Context, string) ([]netip.Addr, error) { return fixedResolver("10.0.0.5") },
+			dsn: "postgres://app:Tr0ub4dor-pw@db.example.test:5432/app",
+			resolver: func(*testing.T) func(context.Context, string) ([]netip.Addr, error) {
+				return probetest.FixedResolver("10.0.0.5")
+			},
 			want: Finding{Reason: ReasonDatabaseConnectRefused,
 				Message: "nothing is listening at db.example.test:5432 (connection refused)",
 				Fix:     "check the host and port in " + src + " and that the database is running"},
@@ -106,7 +93,7 @@ func TestProbeStagesWithoutNetwork(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			p := probe.NewProber(probe.ProberOptions{Resolver: tc.resolver(t), Dial: refuseDial})
+			p := probe.NewProber(probe.ProberOptions{Resolver: tc.resolver(t), Dial: probetest.RefuseDial})
 			got := probeFinding(t, p, tc.dsn)
 			want := tc.want
 			want.Check, want.Severity, want.Service, want.Object = CheckDatabase, Deny, production, "deployment app-green"
@@ -196,7 +183,7 @@ func TestDatabaseReachableWithoutDeployments(t *testing.T) {
 func heldProber(t *testing.T, onDial func()) *probe.Prober {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
-	return probe.NewProber(probe.ProberOptions{Resolver: fixedResolver("10.0.0.5"), Timeout: time.Minute,
+	return probe.NewProber(probe.ProberOptions{Resolver: probetest.FixedResolver("10.0.0.5"), Timeout: time.Minute,
 		Dial: func(ctx context.Context, n, a string) (net.Conn, error) {
 			if onDial != nil {
 				onDial()
@@ -205,7 +192,7 @@ func heldProber(t *testing.T, onDial func()) *probe.Prober {
 			case <-release:
 			case <-ctx.Done():
 			}
-			return refuseDial(ctx, n, a)
+			return probetest.RefuseDial(ctx, n, a)
 		}})
 }
 

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cutover-guard/cutover-guard/checks/probe/probetest"
+
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -303,8 +305,8 @@ func FuzzParseDSN(f *testing.F) {
 	// private IP literal meets a dialer that refuses.
 	p := NewProber(ProberOptions{
 		PrivateCIDRs: mustPrefixes("10.0.0.0/8", "fd00::/8"),
-		Resolver:     fixedResolver("192.0.2.1"),
-		Dial:         refuseDial,
+		Resolver:     probetest.FixedResolver("192.0.2.1"),
+		Dial:         probetest.RefuseDial,
 	})
 	f.Fuzz(func(t *testing.T, raw string) {
 		// render returns everything we could show for raw, and the parts

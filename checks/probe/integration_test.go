@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cutover-guard/cutover-guard/checks/probe/probetest"
+
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/cutover-guard/cutover-guard/internal/testdb"
@@ -102,7 +104,7 @@ func TestDatabaseIntegrationPostgres(t *testing.T) {
 		"the default sslmode=prefer falls back to plain text":  {dsn: srv.URL("postgres", "")},
 		"a hostname is dialled at the address that was checked": {
 			dsn:  withHost(t, good, "db.cutover-guard.test:"+port),
-			opts: ProberOptions{Resolver: fixedResolver("127.0.0.1")},
+			opts: ProberOptions{Resolver: probetest.FixedResolver("127.0.0.1")},
 		},
 		"a wrong password names the secret to fix": {
 			dsn:      withPassword(t, good, "Wrong-p@ss"),
@@ -164,7 +166,7 @@ func TestDatabaseIntegrationPostgres(t *testing.T) {
 		},
 		"a hostname resolving to a public address": {
 			dsn:      withHost(t, good, "db.cutover-guard.test:"+port),
-			opts:     ProberOptions{Resolver: fixedResolver("127.0.0.1", "127.0.0.2")},
+			opts:     ProberOptions{Resolver: probetest.FixedResolver("127.0.0.1", "127.0.0.2")},
 			password: pgPassword,
 			want: denial(ReasonHostPublic,
 				"database host db.cutover-guard.test resolves to 127.0.0.2, which is not a private address",

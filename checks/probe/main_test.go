@@ -1,11 +1,8 @@
 package probe
 
 import (
-	"context"
-	"net"
 	"net/netip"
 	"strings"
-	"syscall"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -37,22 +34,6 @@ func mustPrefixes(ss ...string) []netip.Prefix {
 // loopback is the only private range of the probers that reach the test
 // servers: 127.0.0.2 then stands for a public address.
 var loopback = mustPrefixes("127.0.0.1/32")
-
-// fixedResolver resolves every name to ips.
-func fixedResolver(ips ...string) func(context.Context, string) ([]netip.Addr, error) {
-	return func(context.Context, string) ([]netip.Addr, error) {
-		out := make([]netip.Addr, len(ips))
-		for i, s := range ips {
-			out[i] = netip.MustParseAddr(s)
-		}
-		return out, nil
-	}
-}
-
-// refuseDial fails every connection as a closed port would, without a packet.
-func refuseDial(context.Context, string, string) (net.Conn, error) {
-	return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
-}
 
 // secretSource stands for where a connection string came from: the
 // tutorial's Secret, as the database check names it.

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cutover-guard/cutover-guard/checks/probe/probetest"
+
 	"github.com/go-sql-driver/mysql"
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -39,7 +41,7 @@ func (o *observed) get() []observation {
 }
 
 func TestProbeConnectTimeout(t *testing.T) {
-	p := NewProber(ProberOptions{Timeout: 300 * time.Millisecond, Resolver: fixedResolver("10.0.0.5")})
+	p := NewProber(ProberOptions{Timeout: 300 * time.Millisecond, Resolver: probetest.FixedResolver("10.0.0.5")})
 	p.dial = func(ctx context.Context, _, _ string) (net.Conn, error) {
 		<-ctx.Done() // packets dropped by a firewall
 		return nil, ctx.Err()
@@ -63,12 +65,12 @@ func TestProbeHonoursCallerDeadlineAndCaches(t *testing.T) {
 	obs := &observed{}
 	now := time.Unix(1000, 0)
 	var nowMu sync.Mutex
-	p := NewProber(ProberOptions{Timeout: 5 * time.Second, CacheTTL: 10 * time.Second, Resolver: fixedResolver("10.0.0.5"), Observe: obs.observe})
+	p := NewProber(ProberOptions{Timeout: 5 * time.Second, CacheTTL: 10 * time.Second, Resolver: probetest.FixedResolver("10.0.0.5"), Observe: obs.observe})
 	p.now = func() time.Time { nowMu.Lock(); defer nowMu.Unlock(); return now }
 	p.dial = func(ctx context.Context, n, a string) (net.Conn, error) {
 		dials.Add(1)
 		<-release
-		return refuseDial(ctx, n, a)
+		return probetest.RefuseDial(ctx, n, a)
 	}
 	const dsn = "postgres://app:pw@db.internal:5432/app?sslmode=disable" // one dial per probe
 
@@ -118,8 +120,11 @@ func TestProbeWithoutCache(t *testing.T) {
 	for name, ttl := range map[string]time.Duration{"a zero TTL": 0, "a negative TTL": -time.Second} {
 		t.Run(name, func(t *testing.T) {
 			var dials atomic.Int32
-			p := NewProber(ProberOptions{CacheTTL: ttl, Resolver: fixedResolver("10.0.0.5"),
-				Dial: func(ctx context.Context, n, a string) (net.Conn, error) { dials.Add(1); return refuseDial(ctx, n, a) }})
+			p := NewProber(ProberOptions{CacheTTL: ttl, Resolver: probetest.FixedResolver("10.0.0.5"),
+				Dial: func(ctx context.Context, n, a string) (net.Conn, error) {
+					dials.Add(1)
+					return probetest.RefuseDial(ctx, n, a)
+				}})
 			for range 3 {
 				_, _ = p.Probe(t.Context(), "postgres://app:pw@db.internal:5432/app?sslmode=disable")
 			}
@@ -206,7 +211,7 @@ func TestServerErrorMapping(t *testing.T) {
 }
 
 func TestProbeRecoversFromPanicWithoutShowingIt(t *testing.T) {
-	p := NewProber(ProberOptions{Resolver: fixedResolver("10.0.0.5")})
+	p := NewProber(ProberOptions{Resolver: probetest.FixedResolver("10.0.0.5")})
 	p.dial = func(context.Context, string, string) (net.Conn, error) {
 		panic("driver bug while handling postgres://app:Tr0ub4dor-pw@db.internal/app")
 	}
