@@ -34,6 +34,8 @@ import (
 
 	"github.com/go-logr/logr"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/cutover-guard/cutover-guard/checks/probe"
 )
 
 // settings are the command's flags.
@@ -94,7 +96,7 @@ func parseFlags(args []string) (settings, error) {
 	fs.DurationVar(&s.flap, "flap", 8*time.Second, "how long green stays Ready, and then not Ready, in each cycle")
 	fs.DurationVar(&s.faultPhase, "fault-phase", 20*time.Second, "how long each database fault, and each forward phase between faults, lasts")
 	fs.DurationVar(&s.dbTimeout, "db-timeout", time.Second, "the guard's --db-timeout")
-	fs.DurationVar(&s.dbCacheTTL, "db-cache-ttl", 10*time.Second, "the guard's --db-cache-ttl (its default)")
+	fs.DurationVar(&s.dbCacheTTL, "db-cache-ttl", probe.DefaultCacheTTL, "the guard's --db-cache-ttl (its default)")
 	fs.StringVar(&s.postgres, "postgres", "127.0.0.1:5432", "the local PostgreSQL (user postgres, trust, database test) behind the fault proxy")
 	guardArgs := fs.String("guard-args", "", "further space-separated flags for the guard, after the soak's own (which they override): e.g. -guard-args=--db-cache-ttl=60s makes cached answers outlive the fault windows, and the soak must fail")
 	fs.BoolVar(&s.verbose, "v", false, "print the control plane's progress and every fault and flap")
