@@ -67,7 +67,7 @@ func BenchmarkFastPathTLS(b *testing.B) {
 				return
 			}
 			got, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if err != nil || !bytes.Contains(got, []byte(`"allowed":true`)) {
 				b.Errorf("unexpected response: %s %v", got, err)
 				return

@@ -150,7 +150,9 @@ func (f *fastPath[T]) allow(ctx context.Context, body []byte) (_ *admissionv1.Ad
 	if log.V(1).Enabled() {
 		log = admission.DefaultLogConstructor(f.log, &areq)
 	}
-	f.v.allowFast(log, start)
+	d := allowedFast(f.v.Kind, req.Object, nil)
+	d.Took = time.Since(start)
+	f.v.publisher().publish(logf.IntoContext(ctx, log), d)
 
 	resp := admission.Allowed("")
 	if err := resp.Complete(areq); err != nil {

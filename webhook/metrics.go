@@ -91,14 +91,18 @@ func (m *Metrics) ObserveProbe(result probe.Reason, cached bool, d time.Duration
 	m.dbProbeTime.WithLabelValues(string(result)).Observe(d.Seconds())
 }
 
-// record records one decision in one place.
-func (m *Metrics) record(kind, result, path string, took time.Duration, res checks.Result) {
+// recordDecision records one decision: its count and time, each check's
+// time and outcome, each finding, and its override outcome if any.
+func (m *Metrics) recordDecision(d Decision) {
 	if m == nil {
 		return
 	}
-	m.decisions.WithLabelValues(kind, result, path).Inc()
-	m.decisionTime.WithLabelValues(kind, path).Observe(took.Seconds())
-	for _, r := range res.Runs {
+	if d.OverrideOutcome != "" {
+		m.overrides.WithLabelValues(d.Kind, d.OverrideOutcome).Inc()
+	}
+	m.decisions.WithLabelValues(d.Kind, d.Result, d.Path).Inc()
+	m.decisionTime.WithLabelValues(d.Kind, d.Path).Observe(d.Took.Seconds())
+	for _, r := range d.Checks.Runs {
 		outcome := "pass"
 		switch {
 		case r.TimedOut:
@@ -108,20 +112,11 @@ func (m *Metrics) record(kind, result, path string, took time.Duration, res chec
 		}
 		m.checkDuration.WithLabelValues(string(r.Check), outcome).Observe(r.Duration.Seconds())
 	}
-	for _, f := range res.Findings {
+	for _, f := range d.Checks.Findings {
 		sev := "deny"
 		if f.Severity == checks.Warn {
 			sev = "warn"
 		}
 		m.findings.WithLabelValues(string(f.Check), string(f.Reason), sev).Inc()
 	}
-}
-
-// recordOverride counts one switch carrying the override annotation; result
-// is one of the Override* outcomes.
-func (m *Metrics) recordOverride(kind, result string) {
-	if m == nil {
-		return
-	}
-	m.overrides.WithLabelValues(kind, result).Inc()
 }

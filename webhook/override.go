@@ -5,16 +5,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
-
-	"github.com/cutover-guard/cutover-guard/checks"
 )
 
 // AnnotationOverride is the break-glass annotation: set (or changed) in the
@@ -166,55 +161,6 @@ func (o overrideRequest) warnings(denials []string) []string {
 // the checks found.
 func (o overrideRequest) eventNote(denials []string) string {
 	return truncate(fmt.Sprintf("cutover overridden by %s with reason %q; the checks found:\n%s", o.userName(), o.reason, strings.Join(denials, "\n")), maxEventNote)
-}
-
-// noteOverride records the override outcome in the audit annotations, the
-// log's values and the overrides metric; it returns the logger to use.
-func (v *Validator[T]) noteOverride(log logr.Logger, a *audit, o overrideRequest, outcome string) logr.Logger {
-	if outcome == "" {
-		return log
-	}
-	a.set("overrideResult", outcome)
-	if o.fresh {
-		if o.reason != "" {
-			a.set("override", o.reason)
-		}
-		log = log.WithValues("overrideUser", o.user, "overrideReason", o.reason)
-	}
-	if outcome == OverrideApplied {
-		a.set("overriddenBy", o.user)
-	}
-	v.Metrics.recordOverride(v.Kind, outcome)
-	return log.WithValues("override", outcome)
-}
-
-// refuseOverride denies an override attempt by a user who may not override,
-// or without a reason, before any check runs; it returns nil when the
-// update makes no such attempt.
-func (v *Validator[T]) refuseOverride(ctx context.Context, log logr.Logger, obj T, o overrideRequest, start time.Time) error {
-	route := strings.ToLower(v.Kind) + " " + obj.GetNamespace() + "/" + obj.GetName()
-	outcome, err := o.refusal(route, v.OverrideGroups)
-	if err == nil {
-		return nil
-	}
-	audit := auditFromContext(ctx)
-	log = v.noteOverride(log, audit, o, outcome)
-	took := time.Since(start)
-	v.Metrics.record(v.Kind, ResultDenied, "checked", took, checks.Result{})
-	audit.set("decision", ResultDenied)
-	log.Info("cutover override refused", "took", took.Round(time.Microsecond).String())
-	if !isDryRun(ctx) && v.Recorder != nil {
-		v.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonCutoverDenied, "Cutover", "%s", truncate(err.Error(), maxEventNote))
-	}
-	return err
-}
-
-// recordOverridden records the CutoverOverridden Event of a switch the checks
-// denied and an allowed user overrode (none on dry-run).
-func (v *Validator[T]) recordOverridden(ctx context.Context, obj T, o overrideRequest, denials []string) {
-	if !isDryRun(ctx) && v.Recorder != nil {
-		v.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonCutoverOverridden, "Cutover", "%s", o.eventNote(denials))
-	}
 }
 
 // oneLine turns user text into one line of printable characters: control

@@ -182,7 +182,7 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer resp.Body.Close()
+			defer func() { _ = resp.Body.Close() }()
 			var review admissionv1.AdmissionReview
 			if err := json.NewDecoder(resp.Body).Decode(&review); err != nil {
 				t.Fatal(err)

@@ -2,19 +2,15 @@ package webhook
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
-	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/cutover-guard/cutover-guard/checks"
@@ -71,89 +67,65 @@ func (v *Validator[T]) ValidateDelete(context.Context, T) (admission.Warnings, e
 	return nil, nil
 }
 
-// decide checks the targets of a write; oldObj is the zero T for a create.
+// decide decides on a write and publishes the decision, once; oldObj is the
+// zero T for a create.
 func (v *Validator[T]) decide(ctx context.Context, oldObj, obj T) (admission.Warnings, error) {
 	start := time.Now()
-	log := logf.FromContext(ctx)
-	audit := auditFromContext(ctx)
+	d := v.judge(ctx, oldObj, obj)
+	d.Took = time.Since(start)
+	v.publisher().publish(ctx, d)
+	return d.response()
+}
 
+// publisher records the validator's decisions.
+func (v *Validator[T]) publisher() publisher {
+	return publisher{recorder: v.Recorder, metrics: v.Metrics}
+}
+
+// judge builds the decision on a write: the targets it switches traffic to
+// and what the checks find about them, the override it asks for, and the
+// verdict. It records nothing.
+func (v *Validator[T]) judge(ctx context.Context, oldObj, obj T) Decision {
 	targets, warnings := Targets(v.Reduce(oldObj), v.Reduce(obj))
 	if len(targets) == 0 {
-		v.allowFast(log, start)
-		return warnings, nil
+		return allowedFast(v.Kind, obj, warnings)
 	}
+	d := Decision{Kind: v.Kind, Route: obj, Path: pathChecked, Targets: targets, DryRun: isDryRun(ctx),
+		Override: overrideOf(ctx, oldObj, obj, v.OverrideGroups)}
 
-	names := make([]string, len(targets))
-	for i, t := range targets {
-		names[i] = t.String()
-	}
-	audit.set("targets", strings.Join(names, ","))
-	log = log.WithValues("targets", names)
-	override := overrideOf(ctx, oldObj, obj, v.OverrideGroups)
-	if err := v.refuseOverride(ctx, log, obj, override, start); err != nil {
-		return warnings, err
+	route := strings.ToLower(v.Kind) + " " + obj.GetNamespace() + "/" + obj.GetName()
+	if outcome, err := d.Override.refusal(route, v.OverrideGroups); err != nil {
+		d.Result, d.OverrideOutcome, d.Denials, d.Warnings = ResultDenied, outcome, []string{err.Error()}, warnings
+		return d
 	}
 
 	res, err := v.Guard.Evaluate(ctx, targets)
 	if err != nil {
-		v.Metrics.record(v.Kind, ResultError, "checked", time.Since(start), checks.Result{})
-		audit.set("decision", ResultError)
-		log.Error(err, "could not check targets")
-		return warnings, internalError(err)
+		d.Result, d.Err, d.Warnings = ResultError, err, warnings
+		return d
 	}
-
-	var denials []string
-	var reasons []string
+	d.Checks = res
 	for _, f := range res.Findings {
-		reasons = append(reasons, string(f.Check)+"/"+string(f.Reason))
 		if f.Severity == checks.Deny {
-			denials = append(denials, f.String())
+			d.Denials = append(d.Denials, f.String())
 			continue
 		}
 		warnings = append(warnings, truncate(f.String(), maxWarning))
 	}
-	if len(reasons) > 0 {
-		audit.set("findings", strings.Join(reasons, ","))
-	}
-
-	warnings = append(override.warnings(denials), warnings...)
-	log = v.noteOverride(log, audit, override, override.outcome(len(denials) > 0))
-
-	result := ResultAllowed
+	denied := len(d.Denials) > 0
+	d.OverrideOutcome = d.Override.outcome(denied)
+	d.Warnings = append(d.Override.warnings(d.Denials), warnings...)
 	switch {
-	case len(denials) > 0 && override.applies():
-		result = ResultOverridden
-	case len(denials) > 0:
-		result = ResultDenied
-	case len(warnings) > 0:
-		result = ResultWarned
+	case denied && d.Override.applies():
+		d.Result = ResultOverridden
+	case denied:
+		d.Result = ResultDenied
+	case len(d.Warnings) > 0:
+		d.Result = ResultWarned
+	default:
+		d.Result = ResultAllowed
 	}
-	took := time.Since(start)
-	v.Metrics.record(v.Kind, result, "checked", took, res)
-	audit.set("decision", result)
-	read := make([]string, len(res.Observed))
-	for i, o := range res.Observed {
-		read[i] = o.String()
-	}
-	log.Info("cutover "+strings.TrimPrefix(result, "allowed_"), "findings", reasons, "observed", read, "took", took.Round(time.Microsecond).String())
-
-	if result == ResultOverridden {
-		v.recordOverridden(ctx, obj, override, denials)
-	}
-	if len(denials) == 0 || result == ResultOverridden {
-		return warnings, nil
-	}
-	msg := strings.Join(denials, "\n")
-	if !isDryRun(ctx) && v.Recorder != nil {
-		v.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonCutoverDenied, "Cutover", "%s", truncate(msg, maxEventNote))
-	}
-	return warnings, errors.New(msg)
-}
-
-// allowFast records and logs an update that switches no traffic.
-func (v *Validator[T]) allowFast(log logr.Logger, start time.Time) {
-	v.Metrics.record(v.Kind, ResultAllowed, "fast", time.Since(start), checks.Result{})
-	log.V(1).Info("no backend newly receives traffic; allowed")
+	return d
 }
 
 func isDryRun(ctx context.Context) bool {
