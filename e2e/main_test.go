@@ -60,7 +60,7 @@ func TestMain(m *testing.M) {
 
 // setup returns the shared environment with the tutorial's objects in
 // place, starting it on first use; it skips (or, with
-// CUTOVER_GUARD_E2E_REQUIRED=1, fails) when the tools or the local
+// CUTOVER_GUARD_TEST_REQUIRED=1, fails) when the tools or the local
 // databases are missing.
 func setup(t *testing.T) *env {
 	t.Helper()

@@ -55,7 +55,7 @@ func TestMain(m *testing.M) {
 }
 
 // setup returns the package's environment, starting it on first use; it
-// skips (or, with CUTOVER_GUARD_E2E_REQUIRED=1, fails) when the tools or
+// skips (or, with CUTOVER_GUARD_TEST_REQUIRED=1, fails) when the tools or
 // the local database are missing.
 func setup(t *testing.T) *env {
 	t.Helper()

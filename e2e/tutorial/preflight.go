@@ -3,19 +3,14 @@ package tutorial
 import (
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cutover-guard/cutover-guard/e2e/cluster"
+	"github.com/cutover-guard/cutover-guard/internal/testenv"
 )
-
-// RequiredEnv names the environment variable that, set to 1, makes missing
-// tools or databases a failure of an end-to-end suite instead of a skip
-// (`make test` sets it).
-const RequiredEnv = "CUTOVER_GUARD_E2E_REQUIRED"
 
 // Preflight returns the control-plane tools folder, or why an end-to-end
 // suite cannot run here (skip is then non-empty): the tools are not built,
@@ -51,7 +46,8 @@ type Shared[T any] struct {
 
 // Get returns the shared value, calling start on first use. When start says
 // the suite cannot run here (skip non-empty) the test is skipped, or failed
-// with RequiredEnv=1; when start failed, every test fails with its error.
+// with testenv.RequiredEnv=1; when start failed, every test fails with its
+// error.
 func (s *Shared[T]) Get(t testing.TB, start func() (T, string, error)) T {
 	t.Helper()
 	s.once.Do(func() {
@@ -59,10 +55,7 @@ func (s *Shared[T]) Get(t testing.TB, start func() (T, string, error)) T {
 		s.started = s.skip == "" && s.err == nil
 	})
 	if s.skip != "" {
-		if os.Getenv(RequiredEnv) == "1" {
-			t.Fatalf("e2e: %s (%s=1)", s.skip, RequiredEnv)
-		}
-		t.Skip("e2e: " + s.skip)
+		testenv.Unavailable(t, "e2e: %s", s.skip)
 	}
 	if s.err != nil {
 		t.Fatalf("e2e: %v", s.err)

@@ -23,8 +23,8 @@ type StackOptions struct {
 	ToolsDir string
 	// DSN is the connection string of the tutorial's Secret.
 	DSN string
-	// DBTimeout is the guard's --db-timeout (default 1s); GuardArgs are
-	// further flags.
+	// DBTimeout is the guard's --db-timeout (zero: the guard's default);
+	// GuardArgs are further flags.
 	DBTimeout time.Duration
 	GuardArgs []string
 	// WriteManifests writes the tutorial's manifest files into

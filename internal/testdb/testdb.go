@@ -8,8 +8,8 @@
 // Every server is torn down by t.Cleanup, also when the test fails: its
 // process group is killed and its data directory removed. Readiness is
 // polled against a deadline. Servers need the PostgreSQL and MariaDB server
-// binaries; when they are missing the test is skipped, unless
-// TESTDB_REQUIRE=1, in which case it fails.
+// binaries; when they are missing the test is skipped, or failed with
+// testenv.RequiredEnv=1.
 package testdb
 
 import (
@@ -41,6 +41,9 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sys/unix"
+
+	"github.com/cutover-guard/cutover-guard/internal/tail"
+	"github.com/cutover-guard/cutover-guard/internal/testenv"
 )
 
 // startTimeout bounds how long a server may take to become ready.
@@ -420,13 +423,7 @@ func (p *process) kill(stop syscall.Signal) {
 	_ = p.cmd.Wait()
 }
 
-func (p *process) logTail() string {
-	b, _ := os.ReadFile(p.log)
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return string(b)
-}
+func (p *process) logTail() string { return tail.File(p.log, 40) }
 
 // runUntilReady starts the server on a free port and polls ready until it
 // succeeds. If the process exits first (the port was taken meanwhile), it
@@ -481,7 +478,7 @@ func credentialFor(t testing.TB, name string) *syscall.Credential {
 	}
 	u, err := user.Lookup(name)
 	if err != nil {
-		unavailable(t, fmt.Sprintf("running as root and there is no %q user to run the server as", name))
+		testenv.Unavailable(t, "running as root and there is no %q user to run the server as", name)
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
@@ -548,7 +545,7 @@ func postgresBin(t testing.TB) string {
 			return dir
 		}
 	}
-	unavailable(t, "no PostgreSQL server binaries (set TESTDB_PG_BIN)")
+	testenv.Unavailable(t, "no PostgreSQL server binaries (set TESTDB_PG_BIN)")
 	return ""
 }
 
@@ -556,7 +553,7 @@ func mariadbBins(t testing.TB) (install, server string) {
 	t.Helper()
 	install, err := exec.LookPath("mariadb-install-db")
 	if err != nil {
-		unavailable(t, "no mariadb-install-db")
+		testenv.Unavailable(t, "no mariadb-install-db")
 	}
 	for _, s := range []string{"/usr/sbin/mariadbd", "/usr/sbin/mysqld"} {
 		if _, err := os.Stat(s); err == nil {
@@ -566,16 +563,8 @@ func mariadbBins(t testing.TB) (install, server string) {
 	if s, err := exec.LookPath("mariadbd"); err == nil {
 		return install, s
 	}
-	unavailable(t, "no mariadbd")
+	testenv.Unavailable(t, "no mariadbd")
 	return "", ""
-}
-
-func unavailable(t testing.TB, why string) {
-	t.Helper()
-	if os.Getenv("TESTDB_REQUIRE") == "1" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
 }
 
 // selfSigned returns a PEM certificate and key for 127.0.0.1 and localhost.
