@@ -43,7 +43,7 @@ func manifestMatchConditions(repo string) ([]admissionregistrationv1.MatchCondit
 	var found []admissionregistrationv1.MatchCondition
 	source := ""
 	_ = filepath.WalkDir(filepath.Join(repo, "manifests"), func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || source != "" || !(strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
+		if err != nil || d.IsDir() || source != "" || (!strings.HasSuffix(path, ".yaml") && !strings.HasSuffix(path, ".yml")) {
 			return nil
 		}
 		b, err := os.ReadFile(path)

@@ -72,7 +72,7 @@ func atScale(ctx context.Context, l *lab, r *report) error {
 	if err != nil {
 		return err
 	}
-	defer g.Stop()
+	defer func() { _ = g.Stop() }()
 
 	t := r.table("4. Scale: the guard as the cluster grows",
 		fmt.Sprintf("Objects are spread over %d namespaces `scale-NN`. Each app is a Deployment (paused, %d replicas: the harness's controller-manager writes at its default 20 QPS, so the bench creates the pods itself), "+

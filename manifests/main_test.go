@@ -54,7 +54,7 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
-	os.RemoveAll(tmpRoot)
+	_ = os.RemoveAll(tmpRoot)
 	os.Exit(code)
 }
 

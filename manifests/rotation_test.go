@@ -381,7 +381,7 @@ func servedCert(t *testing.T, port int, roots *x509.CertPool) *x509.Certificate 
 	if err != nil {
 		t.Fatalf("TLS to the guard: %v", err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	return conn.(*tls.Conn).ConnectionState().PeerCertificates[0]
 }
 

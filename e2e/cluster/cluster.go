@@ -223,7 +223,7 @@ func (c *Cluster) startAPIServer() error {
 	}
 	apiOut, err := os.Create(filepath.Join(c.LogDir, "kube-apiserver.log"))
 	if err != nil {
-		etcdOut.Close()
+		_ = etcdOut.Close()
 		return err
 	}
 	// envtest only writes to them; they are closed when the cluster stops.
@@ -542,7 +542,7 @@ func (c *Cluster) Stop() error {
 		}
 		for _, w := range []io.Writer{c.env.ControlPlane.Etcd.Out, c.env.ControlPlane.APIServer.Out} {
 			if f, ok := w.(*os.File); ok {
-				f.Close()
+				_ = f.Close()
 			}
 		}
 	}
@@ -577,6 +577,6 @@ func (c *Cluster) Stop() error {
 func (c *Cluster) DumpLogs(w io.Writer, lines int) {
 	files, _ := filepath.Glob(filepath.Join(c.LogDir, "*.log"))
 	for _, f := range files {
-		fmt.Fprintf(w, "===== %s (last %d lines) =====\n%s\n", f, lines, tail.File(f, lines))
+		_, _ = fmt.Fprintf(w, "===== %s (last %d lines) =====\n%s\n", f, lines, tail.File(f, lines))
 	}
 }

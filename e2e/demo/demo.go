@@ -63,7 +63,7 @@ type demo struct {
 	keepFiles bool
 }
 
-func (d *demo) printf(format string, args ...any) { fmt.Fprintf(d.out, format, args...) }
+func (d *demo) printf(format string, args ...any) { _, _ = fmt.Fprintf(d.out, format, args...) }
 
 // run starts everything and narrates the tutorial; it returns the exit code.
 func (d *demo) run(ctx context.Context) int {

@@ -117,7 +117,7 @@ func waitRefused(t *testing.T, port int, verdict chan error) bool {
 	err := wait.PollUntilContextTimeout(t.Context(), 10*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
-			c.Close()
+			_ = c.Close()
 			last = errors.New("connection accepted")
 			return false, nil
 		}

@@ -198,8 +198,8 @@ func (g *Guard) start(binary string) error {
 	if err != nil {
 		return err
 	}
-	defer logFile.Close() // the child has its own descriptor
-	fmt.Fprintf(logFile, "+ %s %s\n", binary, strings.Join(g.Args, " "))
+	defer func() { _ = logFile.Close() }() // the child has its own descriptor
+	_, _ = fmt.Fprintf(logFile, "+ %s %s\n", binary, strings.Join(g.Args, " "))
 	cmd := exec.Command(binary, g.Args...)
 	cmd.Env = g.env
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -414,7 +414,7 @@ func httpGet(ctx context.Context, url string) (int, string, error) {
 	if err != nil {
 		return 0, "", err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body), err
 }

@@ -28,7 +28,7 @@ func Preflight(dbAddrs ...string) (toolsDir, skip string) {
 		if err != nil {
 			return "", fmt.Sprintf("local database server %s not answering (.ci/run starts it): %v", addr, err)
 		}
-		c.Close()
+		_ = c.Close()
 	}
 	return toolsDir, ""
 }

@@ -156,7 +156,7 @@ func StartPostgres(t testing.TB, o PostgresOptions) *Server {
 		if err != nil {
 			return err
 		}
-		defer conn.Close(context.Background())
+		defer func() { _ = conn.Close(context.Background()) }()
 		_, err = conn.Exec(ctx, "CREATE DATABASE "+quoteIdent(o.Database)).ReadAll()
 		return err
 	}
@@ -272,12 +272,12 @@ func Blackhole(t testing.TB) string {
 		}
 	}()
 	t.Cleanup(func() {
-		ln.Close()
+		_ = ln.Close()
 		<-done
 		mu.Lock()
 		defer mu.Unlock()
 		for _, c := range conns {
-			c.Close()
+			_ = c.Close()
 		}
 	})
 	return ln.Addr().String()
@@ -291,7 +291,7 @@ func ClosedPort(t testing.TB) string {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	ln.Close()
+	_ = ln.Close()
 	return addr
 }
 
@@ -337,29 +337,29 @@ func StartProxy(t testing.TB, target string) *Proxy {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer c.Close()
+				defer func() { _ = c.Close() }()
 				up, err := net.Dial("tcp", target)
 				if err != nil {
 					return
 				}
-				defer up.Close()
+				defer func() { _ = up.Close() }()
 				track(c, true)
 				track(up, true)
 				defer track(c, false)
 				defer track(up, false)
 				copied := make(chan struct{}, 2)
-				go func() { io.Copy(up, c); up.Close(); copied <- struct{}{} }()
-				go func() { io.Copy(c, up); c.Close(); copied <- struct{}{} }()
+				go func() { _, _ = io.Copy(up, c); _ = up.Close(); copied <- struct{}{} }()
+				go func() { _, _ = io.Copy(c, up); _ = c.Close(); copied <- struct{}{} }()
 				<-copied
 				<-copied
 			}()
 		}
 	}()
 	t.Cleanup(func() {
-		ln.Close()
+		_ = ln.Close()
 		mu.Lock()
 		for c := range open {
-			c.Close()
+			_ = c.Close()
 		}
 		mu.Unlock()
 		wg.Wait()
@@ -384,7 +384,7 @@ func startProcess(t testing.TB, cmd *exec.Cmd, logPath string, stop syscall.Sign
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logf.Close() // the child has its own descriptor
+	defer func() { _ = logf.Close() }() // the child has its own descriptor
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", filepath.Base(cmd.Path), err)
@@ -465,7 +465,7 @@ func freePort(t testing.TB) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
