@@ -357,12 +357,8 @@ func startGuards(t *testing.T, opts ...tutorial.GuardOptions) []*tutorial.Guard 
 		if g == nil {
 			continue
 		}
-		t.Cleanup(func() {
-			_ = g.Stop()
-			if t.Failed() {
-				t.Logf("cutover-guard log %s (last 60 lines):\n%s", g.LogPath, g.LogTail(60))
-			}
-		})
+		g.LogOnFailure(t, 60)
+		t.Cleanup(func() { _ = g.Stop() })
 	}
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)

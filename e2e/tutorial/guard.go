@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -346,6 +347,16 @@ func (g *Guard) Log() string {
 
 // LogTail returns the last n lines of the guard's log.
 func (g *Guard) LogTail(n int) string { return tail.File(g.LogPath, n) }
+
+// LogOnFailure makes t show the last n lines of the guard's log when t
+// ends failed.
+func (g *Guard) LogOnFailure(t testing.TB, n int) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("cutover-guard log (last %d lines of %s):\n%s", n, g.LogPath, g.LogTail(n))
+		}
+	})
+}
 
 // Metrics returns the guard's /metrics page.
 func (g *Guard) Metrics(ctx context.Context) (string, error) {

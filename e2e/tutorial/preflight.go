@@ -3,6 +3,7 @@ package tutorial
 import (
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -63,6 +64,17 @@ func (s *Shared[T]) Get(t testing.TB, start func() (T, string, error)) T {
 	return s.val
 }
 
-// Started returns the shared value if a test started it successfully, for
-// TestMain to tear down once the tests are done.
-func (s *Shared[T]) Started() (T, bool) { return s.val, s.started }
+// Main runs the package's tests and then, if one of them started the
+// shared value, tears down its Stack (Stack.Teardown: the logs are shown
+// and kept when a test failed). It returns the exit code, for TestMain's
+// os.Exit.
+func (s *Shared[T]) Main(m *testing.M, stack func(T) *Stack) int {
+	code := m.Run()
+	if s.started {
+		if err := stack(s.val).Teardown(code != 0, os.Stderr); err != nil {
+			_, _ = fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	return code
+}
