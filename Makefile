@@ -40,9 +40,11 @@ fuzz: ## every fuzz target, briefly
 	$(GO) test -run='^$$' -fuzz='^FuzzHandler$$' -fuzztime=$(FUZZTIME) ./webhook
 	$(GO) test -run='^$$' -fuzz='^FuzzParseDSN$$' -fuzztime=$(FUZZTIME) ./checks/probe
 
+# CUTOVER_GUARD_TEST_REQUIRED=1 (internal/testenv): a test that finds the
+# tools or a database missing fails instead of skipping.
 test: check-fmt vet tools build ## everything: format, vet, unit, database, e2e and fuzz tests
-	CUTOVER_GUARD_E2E_REQUIRED=1 $(GO) test -race -count=1 -timeout=40m ./...
-	$(MAKE) fuzz
+	CUTOVER_GUARD_TEST_REQUIRED=1 $(GO) test -race -count=1 -timeout=40m ./...
+	CUTOVER_GUARD_TEST_REQUIRED=1 $(MAKE) fuzz
 
 demo: tools build ## the tutorial's cutover and rollback, guarded, on a local control plane
 	$(GO) run ./e2e/demo

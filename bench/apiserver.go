@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,6 +21,7 @@ import (
 
 	"github.com/cutover-guard/cutover-guard/bench/gobench"
 	"github.com/cutover-guard/cutover-guard/bench/loadgen"
+	"github.com/cutover-guard/cutover-guard/e2e/tutorial"
 )
 
 const webhookConfigName = "cutover-guard-bench"
@@ -44,7 +43,7 @@ func manifestMatchConditions(repo string) ([]admissionregistrationv1.MatchCondit
 	var found []admissionregistrationv1.MatchCondition
 	source := ""
 	_ = filepath.WalkDir(filepath.Join(repo, "manifests"), func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || source != "" || !(strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
+		if err != nil || d.IsDir() || source != "" || (!strings.HasSuffix(path, ".yaml") && !strings.HasSuffix(path, ".yml")) {
 			return nil
 		}
 		b, err := os.ReadFile(path)
@@ -101,7 +100,7 @@ func (l *lab) webhookConfiguration(ss []setup) *admissionregistrationv1.Validati
 	equivalent := admissionregistrationv1.Equivalent
 	scope := admissionregistrationv1.NamespacedScope
 	timeout := int32(10)
-	url := fmt.Sprintf("https://127.0.0.1:%d/validate-httproute", l.warm.port)
+	url := fmt.Sprintf("https://127.0.0.1:%d/validate-httproute", l.warm.Port)
 	vwc := &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: webhookConfigName}}
 	for _, s := range ss {
 		if s.webhook == "" {
@@ -207,44 +206,24 @@ func (l *lab) dryRunSwitchDenied(ctx context.Context, route string) (bool, error
 
 // guardCalls returns how many decisions the warm guard made while fn ran.
 func (l *lab) guardCalls(ctx context.Context, fn func(context.Context) error) (float64, error) {
-	before, err := decisions(ctx, l.warm.metricsURL)
+	before, err := decisions(ctx, l.warm)
 	if err != nil {
 		return 0, err
 	}
 	if err := fn(ctx); err != nil {
 		return 0, err
 	}
-	after, err := decisions(ctx, l.warm.metricsURL)
+	after, err := decisions(ctx, l.warm)
 	return after - before, err
 }
 
 // decisions sums cutover_guard_decisions_total on a guard's /metrics.
-func decisions(ctx context.Context, url string) (float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+func decisions(ctx context.Context, g *guard) (float64, error) {
+	page, err := g.Metrics(ctx)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	sum := 0.0
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "cutover_guard_decisions_total{") {
-			continue
-		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			return 0, err
-		}
-		sum += v
-	}
-	return sum, sc.Err()
+	return tutorial.MetricSum(page, "cutover_guard_decisions_total", nil), nil
 }
 
 // patchOp is one kind of route update, as a numbered sequence.

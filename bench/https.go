@@ -89,7 +89,7 @@ func (l *lab) measureCells(ctx context.Context, cells []cell) ([]cellResult, err
 			if c.measure > 0 {
 				opts.Duration = c.measure
 			}
-			cpu0, err := cpuTime(c.guard.pid())
+			cpu0, err := cpuTime(c.guard.PID())
 			if err != nil {
 				return nil, err
 			}
@@ -98,7 +98,7 @@ func (l *lab) measureCells(ctx context.Context, cells []cell) ([]cellResult, err
 			if err != nil {
 				return nil, err
 			}
-			cpu1, err := cpuTime(c.guard.pid())
+			cpu1, err := cpuTime(c.guard.PID())
 			if err != nil {
 				return nil, err
 			}
@@ -195,7 +195,7 @@ func httpsLoad(ctx context.Context, l *lab, r *report) error {
 		r.goal(fmt.Sprintf("switch path p99, DB cache warm, %d in flight", c), "< 20ms", dur(ns(o.p99)), o.p99 < float64(20*time.Millisecond))
 	}
 
-	rss, hwm, err := memory(l.warm.pid())
+	rss, hwm, err := memory(l.warm.PID())
 	if err != nil {
 		return err
 	}

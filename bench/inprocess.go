@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cutover-guard/cutover-guard/bench/gobench"
+	"github.com/cutover-guard/cutover-guard/internal/tail"
 )
 
 // goBench runs `go test -bench` for one package, keeps the raw output in
@@ -32,7 +33,7 @@ func goBench(ctx context.Context, s settings, name, pkg, pattern string) (map[st
 		err = werr
 	}
 	if err != nil {
-		return nil, "", fmt.Errorf("go test -bench %s: %w\n%s", pkg, err, tail(out.Bytes(), 20))
+		return nil, "", fmt.Errorf("go test -bench %s: %w\n%s", pkg, err, tail.Lines(out.String(), 20))
 	}
 	results, err := gobench.Parse(bytes.NewReader(out.Bytes()))
 	if err != nil {
@@ -40,14 +41,6 @@ func goBench(ctx context.Context, s settings, name, pkg, pattern string) (map[st
 	}
 	rel, _ := filepath.Rel(s.repo, raw)
 	return gobench.Medians(results), fmt.Sprintf("go test -run '^$' -bench '%s' -benchmem -count %d -benchtime %s %s > %s", pattern, s.runs, benchtime, pkg, rel), nil
-}
-
-func tail(b []byte, n int) string {
-	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return string(bytes.Join(lines, []byte("\n")))
 }
 
 // benchRow is one benchmark in a table, with what it measures.

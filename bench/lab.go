@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -28,7 +27,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/cutover-guard/cutover-guard/e2e/cluster"
-	"github.com/cutover-guard/cutover-guard/internal/loopback"
+	"github.com/cutover-guard/cutover-guard/e2e/tutorial"
 	"github.com/cutover-guard/cutover-guard/internal/testcert"
 )
 
@@ -51,9 +50,8 @@ type lab struct {
 	cluster *cluster.Cluster
 	cs      kubernetes.Interface // no client-side rate limit
 	dyn     dynamic.Interface
-	certs   *testcert.Bundle
-	certDir string
-	client  *http.Client // the load generator's: TLS, keep-alive
+	certs   *testcert.Bundle // every guard's serving certificate
+	client  *http.Client     // the load generator's: TLS, keep-alive
 	// warm runs with the default database cache, cold with none; flagged is
 	// started with --kubeconfig (see httpsLoad).
 	warm, cold, flagged  *guard
@@ -108,13 +106,6 @@ func startLab(ctx context.Context, s settings, r *report) (_ *lab, err error) {
 	if l.certs, err = testcert.Issue(); err != nil { // for 127.0.0.1 and localhost
 		return nil, err
 	}
-	l.certDir = filepath.Join(s.rawDir, "certs")
-	if err := os.MkdirAll(l.certDir, 0o700); err != nil {
-		return nil, err
-	}
-	if err := l.certs.WriteKeyPair(l.certDir); err != nil {
-		return nil, err
-	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(l.certs.CAPEM)
 	l.client = &http.Client{Transport: &http.Transport{
@@ -141,7 +132,7 @@ func (l *lab) stop() error {
 	var errs []error
 	for _, g := range []*guard{l.warm, l.cold, l.flagged} {
 		if g != nil {
-			errs = append(errs, g.stop())
+			errs = append(errs, g.Stop())
 		}
 	}
 	if l.cluster != nil {
@@ -208,10 +199,10 @@ func (l *lab) setUpNamespace(ctx context.Context, ns string) error {
 	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
 		for _, name := range []string{"app-blue", "app-green"} {
 			d, err := l.cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-			if err != nil || !cluster.DeploymentReady(d) {
+			if err != nil || !cluster.FullyReady(d) {
 				return false, nil
 			}
-			if n, err := cluster.ReadyEndpoints(ctx, l.cs, ns, name); err != nil || n < 2 {
+			if n, err := cluster.ReadyEndpoints(ctx, l.cluster.Client, ns, name); err != nil || n < 2 {
 				return false, nil
 			}
 		}
@@ -245,86 +236,37 @@ func appDeployment(name string, labels map[string]string, pending bool) *appsv1.
 	return d
 }
 
-// guard is one guard process.
+// guard is one guard process of the lab.
 type guard struct {
-	name       string
-	cmd        *exec.Cmd
-	exited     chan struct{}
-	port       int
-	health     int
-	metrics    int
-	logPath    string
-	URL        string // the HTTPRoute webhook path, with the API server's timeout parameter
-	metricsURL string
+	*tutorial.Guard
+	name string
+	URL  string // the HTTPRoute webhook path, with the API server's timeout parameter
 }
 
-// startGuard starts the guard binary against the lab's cluster. With
-// viaEnv the kubeconfig is given as $KUBECONFIG (as in a cluster, where the
-// guard finds its config without --kubeconfig); otherwise as --kubeconfig.
+// startGuard starts the guard binary against the lab's cluster, serving the
+// lab's certificate. With viaEnv the kubeconfig is given as $KUBECONFIG (as
+// in a cluster, where the guard finds its config without --kubeconfig);
+// otherwise as --kubeconfig.
 func (l *lab) startGuard(ctx context.Context, name string, viaEnv bool, extra ...string) (*guard, error) {
-	ports, err := loopback.FreePorts(3)
-	if err != nil {
-		return nil, err
-	}
-	g := &guard{name: name, port: ports[0], health: ports[1], metrics: ports[2], exited: make(chan struct{}),
-		logPath: filepath.Join(l.s.rawDir, "guard-"+name+".log")}
-	g.URL = fmt.Sprintf("https://127.0.0.1:%d/validate-httproute?timeout=10s", g.port)
-	g.metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", g.metrics)
-	args := []string{
-		"--cert-dir=" + l.certDir,
-		"--port=" + strconv.Itoa(g.port),
-		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(g.metrics),
-		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(g.health),
-		"--private-cidrs=127.0.0.1/32",
-	}
-	if l.guardHasFlag("disable-cert-rotation") {
-		// The bench brings its own certificate; the guard must not make one.
-		args = append(args, "--disable-cert-rotation")
-	}
-	env := append(os.Environ(), l.s.guardEnv...)
-	if viaEnv {
-		env = append(env, "KUBECONFIG="+l.cluster.Kubeconfig)
-	} else {
-		args = append(args, "--kubeconfig="+l.cluster.Kubeconfig)
-	}
-	args = append(args, extra...)
-	out, err := os.Create(g.logPath)
-	if err != nil {
-		return nil, err
-	}
-	g.cmd = exec.Command(l.s.guardBin, args...)
-	g.cmd.Env = env
-	g.cmd.Stdout, g.cmd.Stderr = out, out
-	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := g.cmd.Start(); err != nil {
-		out.Close()
-		return nil, err
-	}
-	go func() {
-		_ = g.cmd.Wait()
-		out.Close()
-		close(g.exited)
-	}()
-	ready := fmt.Sprintf("http://127.0.0.1:%d/readyz", g.health)
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		select {
-		case <-g.exited:
-			return false, fmt.Errorf("guard %s exited; see %s", name, g.logPath)
-		default:
-		}
-		resp, err := http.Get(ready)
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+	g, err := tutorial.StartGuard(ctx, tutorial.GuardOptions{
+		Binary:        l.s.guardBin,
+		Kubeconfig:    l.cluster.Kubeconfig,
+		KubeconfigEnv: viaEnv,
+		Env:           l.s.guardEnv,
+		Dir:           filepath.Join(l.s.rawDir, "guard-"+name),
+		LogPath:       filepath.Join(l.s.rawDir, "guard-"+name+".log"),
+		PrivateCIDRs:  []string{"127.0.0.1/32"},
+		Certificate:   l.certs,
+		// Older builds, measured for a before/after comparison, may not
+		// know --disable-cert-rotation.
+		PreRotationBuild: !l.guardHasFlag("disable-cert-rotation"),
+		Args:             extra,
 	})
 	if err != nil {
-		_ = g.stop()
-		return nil, fmt.Errorf("guard %s not ready: %w", name, err)
+		return nil, fmt.Errorf("guard %s: %w", name, err)
 	}
-	logf("guard %s (pid %d) serving on 127.0.0.1:%d", name, g.cmd.Process.Pid, g.port)
-	return g, nil
+	logf("guard %s (pid %d) serving on 127.0.0.1:%d", name, g.PID(), g.Port)
+	return &guard{Guard: g, name: name, URL: fmt.Sprintf("https://127.0.0.1:%d/validate-httproute?timeout=10s", g.Port)}, nil
 }
 
 // guardHasFlag reports whether the guard binary knows --name (older
@@ -332,27 +274,6 @@ func (l *lab) startGuard(ctx context.Context, name string, viaEnv bool, extra ..
 func (l *lab) guardHasFlag(name string) bool {
 	out, _ := exec.Command(l.s.guardBin, "--help").CombinedOutput()
 	return strings.Contains(string(out), "-"+name+" ") || strings.Contains(string(out), "-"+name+"\n")
-}
-
-// stop ends the guard: SIGTERM, then SIGKILL after 10s.
-func (g *guard) stop() error {
-	if g.cmd == nil || g.cmd.Process == nil {
-		return nil
-	}
-	select {
-	case <-g.exited:
-		return nil
-	default:
-	}
-	_ = g.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-g.exited:
-		return nil
-	case <-time.After(10 * time.Second):
-		_ = g.cmd.Process.Kill()
-		<-g.exited
-		return fmt.Errorf("guard %s did not stop on SIGTERM", g.name)
-	}
 }
 
 // memory returns VmRSS and VmHWM (peak RSS) of pid in KiB.
@@ -394,5 +315,3 @@ func cpuTime(pid int) (time.Duration, error) {
 	const ticks = 100 // USER_HZ on Linux
 	return time.Duration(utime+stime) * time.Second / ticks, nil
 }
-
-func (g *guard) pid() int { return g.cmd.Process.Pid }

@@ -276,7 +276,7 @@ func memTotal() string {
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
 			var kib int64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kib)
+			_, _ = fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kib)
 			return fmt.Sprintf("%.0f GiB", float64(kib)/(1<<20))
 		}
 	}

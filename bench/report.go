@@ -64,29 +64,29 @@ func (r *report) note(format string, args ...any) {
 func (r *report) text(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	for _, e := range r.env {
-		fmt.Fprintf(tw, "%s:\t%s\n", e[0], e[1])
+		_, _ = fmt.Fprintf(tw, "%s:\t%s\n", e[0], e[1])
 	}
-	tw.Flush()
+	_ = tw.Flush()
 	for _, t := range r.tables {
-		fmt.Fprintf(w, "\n== %s\n", t.title)
+		_, _ = fmt.Fprintf(w, "\n== %s\n", t.title)
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, strings.Join(t.head, "\t"))
+		_, _ = fmt.Fprintln(tw, strings.Join(t.head, "\t"))
 		for _, row := range t.rows {
-			fmt.Fprintln(tw, strings.Join(row, "\t"))
+			_, _ = fmt.Fprintln(tw, strings.Join(row, "\t"))
 		}
-		tw.Flush()
+		_ = tw.Flush()
 	}
 	if len(r.goals) > 0 {
-		fmt.Fprintf(w, "\n== Goals\n")
+		_, _ = fmt.Fprintf(w, "\n== Goals\n")
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "goal\ttarget\tmeasured (median)\tmet")
+		_, _ = fmt.Fprintln(tw, "goal\ttarget\tmeasured (median)\tmet")
 		for _, g := range r.goals {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", g.name, g.target, g.measured, yesNo(g.met))
+			_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", g.name, g.target, g.measured, yesNo(g.met))
 		}
-		tw.Flush()
+		_ = tw.Flush()
 	}
 	for _, n := range r.notes {
-		fmt.Fprintf(w, "note: %s\n", n)
+		_, _ = fmt.Fprintf(w, "note: %s\n", n)
 	}
 }
 

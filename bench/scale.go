@@ -72,7 +72,7 @@ func atScale(ctx context.Context, l *lab, r *report) error {
 	if err != nil {
 		return err
 	}
-	defer g.stop()
+	defer func() { _ = g.Stop() }()
 
 	t := r.table("4. Scale: the guard as the cluster grows",
 		fmt.Sprintf("Objects are spread over %d namespaces `scale-NN`. Each app is a Deployment (paused, %d replicas: the harness's controller-manager writes at its default 20 QPS, so the bench creates the pods itself), "+
@@ -141,7 +141,7 @@ func atScale(ctx context.Context, l *lab, r *report) error {
 		writes := float64(rv1-rv0) / took.Seconds()
 		changed := stopWatching()
 		writers = append(writers, fmt.Sprintf("%d apps: %s", have, topWriters(changed, took)))
-		rss, hwm, err := memory(g.pid())
+		rss, hwm, err := memory(g.PID())
 		if err != nil {
 			return err
 		}

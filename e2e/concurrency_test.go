@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/cutover-guard/cutover-guard/e2e/cluster"
 	"github.com/cutover-guard/cutover-guard/e2e/tutorial"
 )
 
@@ -58,7 +59,7 @@ const (
 // 50 clients switch a route between blue and green while green flaps
 // between fully Ready and not Ready. Every switch the guard allowed to
 // green read the Deployment at a resourceVersion that, by the test's own
-// restatement of the rule (tutorial.FullyReady) and the history a watch
+// restatement of the rule (cluster.FullyReady) and the history a watch
 // recorded, was fully Ready, and that the API server had not replaced
 // before the request began; every verdict a client saw on a switch to
 // green is a decision in the guard's log for that client's user; every
@@ -238,9 +239,9 @@ func (h *history) consume(events <-chan watch.Event) {
 }
 
 func (h *history) record(d *appsv1.Deployment) {
-	ready := tutorial.FullyReady(d)
+	ready := cluster.FullyReady(d)
 	rolling := !ready && d.Spec.Replicas != nil && *d.Spec.Replicas >= 1 && d.Status.ReadyReplicas >= *d.Spec.Replicas
-	h.set(d.ResourceVersion, version{ready: ready, rolling: rolling, state: tutorial.DeploymentState(d)})
+	h.set(d.ResourceVersion, version{ready: ready, rolling: rolling, state: cluster.DeploymentState(d)})
 }
 
 func (h *history) set(rv string, v version) {
@@ -1050,45 +1051,4 @@ func toBlue(msg, user string, at time.Time) decision {
 // second from start.
 func clientSaw(user string, o outcome, start time.Time) attempt {
 	return attempt{user: user, via: "client-go json patch", to: tutorial.Green, start: start, end: start.Add(time.Second - time.Millisecond), outcome: o}
-}
-
-// FullyReady restates the guard's rule; each clause can make it false.
-func TestFullyReadyRestatesTheRule(t *testing.T) {
-	tests := map[string]struct {
-		change func(*appsv1.Deployment)
-		want   bool
-	}{
-		"a Deployment rolled out with every replica ready is fully Ready": {change: func(*appsv1.Deployment) {}, want: true},
-		"replicas unset means one": {change: func(d *appsv1.Deployment) {
-			d.Spec.Replicas = nil
-			d.Status.Replicas, d.Status.UpdatedReplicas, d.Status.ReadyReplicas, d.Status.AvailableReplicas = 1, 1, 1, 1
-		}, want: true},
-		"zero replicas wanted is not Ready": {change: func(d *appsv1.Deployment) {
-			d.Spec.Replicas = new(int32)
-			d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation}
-		}},
-		"a change the controller has not observed is not Ready": {change: func(d *appsv1.Deployment) { d.Generation++ }},
-		"an old pod left from a rollout is not Ready":           {change: func(d *appsv1.Deployment) { d.Status.Replicas++ }},
-		"a replica not updated is not Ready":                    {change: func(d *appsv1.Deployment) { d.Status.UpdatedReplicas-- }},
-		"a replica not ready is not Ready":                      {change: func(d *appsv1.Deployment) { d.Status.ReadyReplicas-- }},
-		"a replica ready but not yet available is not Ready":    {change: func(d *appsv1.Deployment) { d.Status.AvailableReplicas-- }},
-		"a paused Deployment is not Ready":                      {change: func(d *appsv1.Deployment) { d.Spec.Paused = true }},
-		"a rollout past its progress deadline is not Ready": {change: func(d *appsv1.Deployment) {
-			d.Status.Conditions = []appsv1.DeploymentCondition{{Type: appsv1.DeploymentProgressing, Status: "False", Reason: "ProgressDeadlineExceeded"}}
-		}},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			replicas := int32(2)
-			d := &appsv1.Deployment{
-				ObjectMeta: metav1.ObjectMeta{Generation: 3},
-				Spec:       appsv1.DeploymentSpec{Replicas: &replicas},
-				Status:     appsv1.DeploymentStatus{ObservedGeneration: 3, Replicas: 2, UpdatedReplicas: 2, ReadyReplicas: 2, AvailableReplicas: 2},
-			}
-			tc.change(d)
-			if got := tutorial.FullyReady(d); got != tc.want {
-				t.Errorf("FullyReady = %t, want %t (%s)", got, tc.want, tutorial.DeploymentState(d))
-			}
-		})
-	}
 }

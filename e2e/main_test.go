@@ -3,7 +3,6 @@ package e2e_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,28 +47,17 @@ type env struct {
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if e, ok := shared.Started(); ok {
-		if err := e.stack.Teardown(code != 0, os.Stderr); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(shared.Main(m, func(e *env) *tutorial.Stack { return e.stack }))
 }
 
 // setup returns the shared environment with the tutorial's objects in
 // place, starting it on first use; it skips (or, with
-// CUTOVER_GUARD_E2E_REQUIRED=1, fails) when the tools or the local
+// CUTOVER_GUARD_TEST_REQUIRED=1, fails) when the tools or the local
 // databases are missing.
 func setup(t *testing.T) *env {
 	t.Helper()
 	e := shared.Get(t, start)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("cutover-guard log (last 40 lines of %s):\n%s", e.guard.LogPath, e.guard.LogTail(40))
-		}
-	})
+	e.guard.LogOnFailure(t, 40)
 	return e
 }
 

@@ -11,13 +11,17 @@ import (
 	"errors"
 	"math/big"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/cutover-guard/cutover-guard/e2e/tutorial"
+	"github.com/cutover-guard/cutover-guard/internal/tail"
+	"github.com/cutover-guard/cutover-guard/internal/testcert"
 )
 
 // TestDisabledRotation runs the image's binary as the cert-manager overlay
@@ -31,38 +35,30 @@ func TestDisabledRotation(t *testing.T) {
 
 	ca := newCA(t)
 	dir := t.TempDir()
-	certDir := filepath.Join(dir, "certs")
-	if err := os.MkdirAll(certDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	first := ca.writePair(t, certDir, "first")
-
-	ports := freePorts(t, 3)
-	g := startGuard(t, bin, filepath.Join(dir, "cutover-guard.log"),
-		"--kubeconfig="+impersonatingKubeconfig(t, c, filepath.Join(dir, "kubeconfig"), serviceAccount),
-		"--disable-cert-rotation",
-		"--cert-dir="+certDir,
-		"--port="+strconv.Itoa(ports[0]),
-		"--metrics-bind-address=127.0.0.1:"+strconv.Itoa(ports[1]),
-		"--health-probe-bind-address=127.0.0.1:"+strconv.Itoa(ports[2]),
-	)
-	g.waitReady(t, ports[2], time.Minute)
-	if served := servedCert(t, ports[0], ca.pool); !served.Equal(first) {
+	pair, first := ca.pair(t, "first")
+	g := startGuards(t, tutorial.GuardOptions{
+		Binary: bin, Kubeconfig: impersonatingKubeconfig(t, c, filepath.Join(dir, "kubeconfig"), serviceAccount), Dir: dir,
+		// Served from --cert-dir with --disable-cert-rotation, as the overlay runs it.
+		Certificate: pair,
+	})[0]
+	if served := servedCert(t, g.Port, ca.pool); !served.Equal(first) {
 		t.Fatalf("serving %s, want the certificate in --cert-dir", served.Subject.CommonName)
 	}
 
-	renewed := ca.writePair(t, certDir, "renewed")
+	renewed := ca.writePair(t, g.CertDir, "renewed")
 	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
-		if g.exited() {
+		if g.Exited() {
 			return false, errors.New("the guard exited")
 		}
-		return servedCert(t, ports[0], ca.pool).Equal(renewed), nil
+		return servedCert(t, g.Port, ca.pool).Equal(renewed), nil
 	})
 	if err != nil {
 		t.Fatalf("the replaced certificate was not served: %v", err)
 	}
-	if err := g.stop(); err != nil {
+	if err := g.Stop(); err != nil {
 		t.Errorf("stopping the guard: %v", err)
+	} else if err := g.Wait(t.Context()); err != nil {
+		t.Errorf("the guard exited after SIGTERM with %v, want status 0", err)
 	}
 }
 
@@ -74,25 +70,24 @@ func TestRotationNeedsItsSecret(t *testing.T) {
 	applyForReal(t, c, ofKinds(build(t, "default"), "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"))
 
 	dir := t.TempDir()
-	ports := freePorts(t, 3)
-	g := startGuard(t, bin, filepath.Join(dir, "cutover-guard.log"),
-		"--kubeconfig="+impersonatingKubeconfig(t, c, filepath.Join(dir, "kubeconfig"), serviceAccount),
-		"--cert-secret-name=no-such-secret",
-		"--cert-dir="+filepath.Join(dir, "certs"),
-		"--port="+strconv.Itoa(ports[0]),
-		"--metrics-bind-address=127.0.0.1:"+strconv.Itoa(ports[1]),
-		"--health-probe-bind-address=127.0.0.1:"+strconv.Itoa(ports[2]),
-	)
-	select {
-	case <-g.done:
-	case <-time.After(time.Minute):
-		t.Fatal("the guard runs without its certificate Secret")
+	_, err := tutorial.StartGuard(t.Context(), tutorial.GuardOptions{
+		Binary: bin, Kubeconfig: impersonatingKubeconfig(t, c, filepath.Join(dir, "kubeconfig"), serviceAccount), Dir: dir,
+		RotateCertificate: true,
+		Args:              []string{"--cert-secret-name=no-such-secret"},
+	})
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		t.Fatal("the guard became ready without its certificate Secret")
+	case !errors.As(err, &exit):
+		t.Fatalf("the guard did not exit without its certificate Secret: %v", err)
 	}
-	if g.err == nil {
-		t.Error("the guard exited with status 0")
+	log, rerr := os.ReadFile(filepath.Join(dir, "cutover-guard.log"))
+	if rerr != nil {
+		t.Fatal(rerr)
 	}
-	if log := g.tail(-1); !strings.Contains(log, "cutover-guard/no-such-secret does not exist") || !strings.Contains(log, "--disable-cert-rotation") {
-		t.Errorf("the log does not say the Secret is missing and what to do:\n%s", g.tail(10))
+	if !strings.Contains(string(log), "cutover-guard/no-such-secret does not exist") || !strings.Contains(string(log), "--disable-cert-rotation") {
+		t.Errorf("the log does not say the Secret is missing and what to do:\n%s", tail.Lines(string(log), 10))
 	}
 }
 
@@ -131,9 +126,8 @@ func newCA(t *testing.T) *testCA {
 	return &testCA{cert: cert, key: key, pool: pool}
 }
 
-// writePair writes a new serving key pair for localhost into dir (each file
-// replaced atomically, the key first) and returns its certificate.
-func (ca *testCA) writePair(t *testing.T, dir, cn string) *x509.Certificate {
+// pair issues a serving key pair for localhost.
+func (ca *testCA) pair(t *testing.T, cn string) (*testcert.Bundle, *x509.Certificate) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -155,12 +149,28 @@ func (ca *testCA) writePair(t *testing.T, dir, cn string) *x509.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testcert.Bundle{
+		CAPEM:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}),
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+	}, cert
+}
+
+// writePair writes a new serving key pair for localhost into dir (each file
+// replaced atomically, the key first) and returns its certificate.
+func (ca *testCA) writePair(t *testing.T, dir, cn string) *x509.Certificate {
+	t.Helper()
+	b, cert := ca.pair(t, cn)
 	for _, f := range []struct {
 		name string
 		data []byte
 	}{
-		{"tls.key", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})},
-		{"tls.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})},
+		{"tls.key", b.KeyPEM},
+		{"tls.crt", b.CertPEM},
 	} {
 		tmp := filepath.Join(dir, "."+f.name+".tmp")
 		if err := os.WriteFile(tmp, f.data, 0o600); err != nil {
@@ -169,10 +179,6 @@ func (ca *testCA) writePair(t *testing.T, dir, cn string) *x509.Certificate {
 		if err := os.Rename(tmp, filepath.Join(dir, f.name)); err != nil {
 			t.Fatal(err)
 		}
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
 	}
 	return cert
 }

@@ -97,7 +97,7 @@ func readDockerignore(path string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var patterns []string
 	s := bufio.NewScanner(f)
 	for s.Scan() {
@@ -167,7 +167,7 @@ func TestImageBinary(t *testing.T) {
 	if err != nil {
 		t.Fatalf("not an ELF executable: %v", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
 			t.Errorf("dynamically linked (program header %s): distroless/static has no libc", p.Type)

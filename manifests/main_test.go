@@ -24,10 +24,8 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/cutover-guard/cutover-guard/e2e/cluster"
+	"github.com/cutover-guard/cutover-guard/internal/testenv"
 )
-
-// requiredEnv, set by `make test`, turns a skip for missing tools into a failure.
-const requiredEnv = "CUTOVER_GUARD_E2E_REQUIRED"
 
 // One control plane serves every test of the package; TestMain stops it.
 var shared struct {
@@ -56,28 +54,20 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
-	os.RemoveAll(tmpRoot)
+	_ = os.RemoveAll(tmpRoot)
 	os.Exit(code)
 }
 
-// skipOrFail skips the test unless `make test` requires everything to run.
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if os.Getenv(requiredEnv) != "" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
-}
-
-// toolsDir returns the pinned control-plane tools, or skips the test.
+// toolsDir returns the pinned control-plane tools, or skips the test (fails
+// it with testenv.RequiredEnv=1).
 func toolsDir(t *testing.T) string {
 	t.Helper()
 	dir, err := cluster.ToolsDir()
 	if err != nil {
-		skipOrFail(t, "control-plane tools: %v", err)
+		testenv.Unavailable(t, "control-plane tools: %v", err)
 	}
 	if missing := cluster.MissingTools(dir); len(missing) > 0 {
-		skipOrFail(t, "control-plane tools not built (make tools); missing: %s", strings.Join(missing, ", "))
+		testenv.Unavailable(t, "control-plane tools not built (make tools); missing: %s", strings.Join(missing, ", "))
 	}
 	return dir
 }

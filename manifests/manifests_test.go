@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/cutover-guard/cutover-guard/certs"
+	"github.com/cutover-guard/cutover-guard/manifests"
 	"github.com/cutover-guard/cutover-guard/webhook"
 )
 
@@ -52,6 +53,25 @@ func TestGeneratedManifestsUpToDate(t *testing.T) {
 		if diff := cmp.Diff(string(want), string(got)); diff != "" {
 			t.Errorf("manifests/%s is stale; run `make manifests` (-generated +committed):\n%s", f, diff)
 		}
+	}
+}
+
+// The webhook configuration the Go code registers (manifests.
+// WebhookConfiguration: the end-to-end tests, the demo, the soak) has the
+// webhooks each overlay installs.
+func TestEmbeddedWebhookConfigurationIsInstalled(t *testing.T) {
+	embedded, err := manifests.WebhookConfiguration()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, overlay := range []string{"default", "cert-manager"} {
+		t.Run(overlay, func(t *testing.T) {
+			var installed admissionregistrationv1.ValidatingWebhookConfiguration
+			mustFind(t, build(t, overlay), "ValidatingWebhookConfiguration", embedded.Name, &installed)
+			if diff := cmp.Diff(installed.Webhooks, embedded.Webhooks); diff != "" {
+				t.Errorf("webhooks (-installed by %s +embedded):\n%s", overlay, diff)
+			}
+		})
 	}
 }
 

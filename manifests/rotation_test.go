@@ -15,14 +15,11 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -40,6 +37,7 @@ import (
 
 	"github.com/cutover-guard/cutover-guard/certs"
 	"github.com/cutover-guard/cutover-guard/e2e/cluster"
+	"github.com/cutover-guard/cutover-guard/e2e/tutorial"
 	"github.com/cutover-guard/cutover-guard/internal/loopback"
 )
 
@@ -66,11 +64,7 @@ func TestCertRotation(t *testing.T) {
 	// Two replicas, as installed, started together: they race to bootstrap
 	// the one Secret. The API server calls the first one.
 	ports := freePorts(t, 6)
-	replicas := []*replica{
-		{port: ports[0], metricsPort: ports[1], healthPort: ports[2]},
-		{port: ports[3], metricsPort: ports[4], healthPort: ports[5]},
-	}
-	port, metricsPort := replicas[0].port, replicas[0].metricsPort
+	port := ports[0]
 	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
 	mustFind(t, objs, "ValidatingWebhookConfiguration", certs.DefaultWebhookConfigName, &vwc)
 	for i, w := range vwc.Webhooks {
@@ -92,24 +86,18 @@ func TestCertRotation(t *testing.T) {
 	t.Cleanup(func() { _ = cl.Delete(context.Background(), &vwc) })
 
 	kubeconfig := impersonatingKubeconfig(t, c, filepath.Join(t.TempDir(), "kubeconfig"), serviceAccount)
-	for _, r := range replicas {
-		dir := t.TempDir()
-		r.certDir = filepath.Join(dir, "certs")
-		r.g = startGuard(t, bin, filepath.Join(dir, "cutover-guard.log"),
-			"--kubeconfig="+kubeconfig,
-			"--cert-dir="+r.certDir,
-			"--port="+strconv.Itoa(r.port),
-			"--metrics-bind-address=127.0.0.1:"+strconv.Itoa(r.metricsPort),
-			"--health-probe-bind-address=127.0.0.1:"+strconv.Itoa(r.healthPort),
-			"--cert-dns-names=localhost",
-		)
-	}
-
 	// Ready means: the Secret is filled, the CA injected, the certificate in
 	// the folder and served.
-	for _, r := range replicas {
-		r.g.waitReady(t, r.healthPort, 2*time.Minute)
+	var opts []tutorial.GuardOptions
+	for i := range 2 {
+		opts = append(opts, tutorial.GuardOptions{
+			Binary: bin, Kubeconfig: kubeconfig, Dir: t.TempDir(), RotateCertificate: true,
+			Port: ports[3*i], MetricsPort: ports[3*i+1], HealthPort: ports[3*i+2],
+			Args:         []string{"--cert-dns-names=localhost"},
+			StartTimeout: 2 * time.Minute,
+		})
 	}
+	replicas := startGuards(t, opts...)
 	secret := &corev1.Secret{}
 	if err := cl.Get(ctx, secretKey, secret); err != nil {
 		t.Fatal(err)
@@ -150,10 +138,10 @@ func TestCertRotation(t *testing.T) {
 		}
 	}
 	for i, r := range replicas {
-		if onDisk, err := os.ReadFile(filepath.Join(r.certDir, "tls.crt")); err != nil || !bytes.Equal(onDisk, secret.Data["tls.crt"]) {
+		if onDisk, err := os.ReadFile(filepath.Join(r.CertDir, "tls.crt")); err != nil || !bytes.Equal(onDisk, secret.Data["tls.crt"]) {
 			t.Errorf("replica %d is ready, but its --cert-dir does not hold the Secret's tls.crt (%v)", i, err)
 		}
-		if served := servedCert(t, r.port, roots); !served.Equal(first) {
+		if served := servedCert(t, r.Port, roots); !served.Equal(first) {
 			t.Errorf("replica %d serves serial %s, the Secret holds %s", i, served.SerialNumber, first.SerialNumber)
 		}
 	}
@@ -181,17 +169,17 @@ func TestCertRotation(t *testing.T) {
 		}
 		renewed = cert
 		for i, r := range replicas {
-			if r.g.exited() {
+			if r.Exited() {
 				return false, fmt.Errorf("replica %d exited", i)
 			}
-			if !servedCert(t, r.port, roots).Equal(cert) {
+			if !servedCert(t, r.Port, roots).Equal(cert) {
 				return false, nil
 			}
 		}
 		return true, nil
 	})
 	if err != nil {
-		t.Fatalf("the near-expiry certificate was not renewed and served: %v\n%s", err, replicas[0].g.tail(30))
+		t.Fatalf("the near-expiry certificate was not renewed and served: %v\n%s", err, replicas[0].LogTail(30))
 	}
 	if left := time.Until(renewed.NotAfter); left < 300*24*time.Hour {
 		t.Errorf("the renewed certificate expires in %s", left.Round(time.Hour))
@@ -201,15 +189,17 @@ func TestCertRotation(t *testing.T) {
 	if len(failed) > 0 {
 		t.Errorf("%d of %d route updates failed during the rotation; first: %v", len(failed), ok+len(failed), failed[0])
 	}
-	if decided := decisions(t, metricsPort); decided < float64(ok) {
+	if decided := decisions(t, replicas[0]); decided < float64(ok) {
 		t.Errorf("the guard decided %v requests, the API server got %d answers", decided, ok)
 	}
 	t.Logf("%d route updates answered through the rotation, none failed", ok)
 
 	// Graceful shutdown: SIGTERM ends the guard cleanly.
 	for i, r := range replicas {
-		if err := r.g.stop(); err != nil {
+		if err := r.Stop(); err != nil {
 			t.Errorf("stopping replica %d: %v", i, err)
+		} else if err := r.Wait(ctx); err != nil {
+			t.Errorf("replica %d exited after SIGTERM with %v, want status 0", i, err)
 		}
 	}
 	// No key material in the logs, old or new.
@@ -218,20 +208,13 @@ func TestCertRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, r := range replicas {
-		logText := r.g.tail(-1)
+		logText := r.Log()
 		for _, key := range [][]byte{final.Data["ca.key"], final.Data["tls.key"], secret.Data["tls.key"]} {
 			if body := pemBody(key); len(body) < 40 || strings.Contains(logText, body[:40]) {
 				t.Errorf("the log of replica %d holds a private key of the Secret", i)
 			}
 		}
 	}
-}
-
-// replica is one guard process and its loopback ports.
-type replica struct {
-	g                             *guardProcess
-	port, metricsPort, healthPort int
-	certDir                       string
 }
 
 // writeNearExpiryCert replaces the Secret's serving key pair with one from
@@ -358,95 +341,29 @@ func (u *updates) stop() (int, []error) {
 	return u.n, u.failed
 }
 
-// guardProcess is the guard binary running out of cluster.
-type guardProcess struct {
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
-	err     error
-}
-
-func startGuard(t *testing.T, bin, logPath string, args ...string) *guardProcess {
+// startGuards starts the guard binary once per options, all at the same
+// time, and returns once each is ready (tutorial.StartGuard). Each is
+// stopped when the test ends, its log shown if the test failed.
+func startGuards(t *testing.T, opts ...tutorial.GuardOptions) []*tutorial.Guard {
 	t.Helper()
-	logFile, err := os.Create(logPath)
-	if err != nil {
+	guards := make([]*tutorial.Guard, len(opts))
+	errs := make([]error, len(opts))
+	var wg sync.WaitGroup
+	for i, o := range opts {
+		wg.Go(func() { guards[i], errs[i] = tutorial.StartGuard(t.Context(), o) })
+	}
+	wg.Wait()
+	for _, g := range guards {
+		if g == nil {
+			continue
+		}
+		g.LogOnFailure(t, 60)
+		t.Cleanup(func() { _ = g.Stop() })
+	}
+	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
-	defer logFile.Close() // the child has its own descriptor
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// The kernel ends the guard if the test binary dies first.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	g := &guardProcess{cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		g.err = cmd.Wait()
-		close(g.done)
-	}()
-	t.Cleanup(func() {
-		_ = g.stop()
-		if t.Failed() {
-			t.Logf("cutover-guard log (last 60 lines):\n%s", g.tail(60))
-		}
-	})
-	return g
-}
-
-func (g *guardProcess) exited() bool {
-	select {
-	case <-g.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM and waits for a clean exit (SIGKILL after 30 s).
-func (g *guardProcess) stop() error {
-	if g.exited() {
-		return g.err
-	}
-	_ = g.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-g.done:
-		return g.err
-	case <-time.After(30 * time.Second):
-		_ = syscall.Kill(-g.cmd.Process.Pid, syscall.SIGKILL)
-		<-g.done
-		return errors.New("did not stop within 30s of SIGTERM")
-	}
-}
-
-// tail returns the last n lines of the guard's log; all of it for n < 0.
-func (g *guardProcess) tail(n int) string {
-	b, _ := os.ReadFile(g.logPath)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if n >= 0 && len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-func (g *guardProcess) waitReady(t *testing.T, healthPort int, timeout time.Duration) {
-	t.Helper()
-	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort)
-	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		if g.exited() {
-			return false, fmt.Errorf("cutover-guard exited: %v", g.err)
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
-	})
-	if err != nil {
-		t.Fatalf("cutover-guard not ready: %v\n%s", err, g.tail(40))
-	}
+	return guards
 }
 
 // servedCert returns the certificate the guard presents to a client that
@@ -460,7 +377,7 @@ func servedCert(t *testing.T, port int, roots *x509.CertPool) *x509.Certificate 
 	if err != nil {
 		t.Fatalf("TLS to the guard: %v", err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	return conn.(*tls.Conn).ConnectionState().PeerCertificates[0]
 }
 
@@ -490,29 +407,13 @@ func pemBody(data []byte) string {
 }
 
 // decisions sums cutover_guard_decisions_total from the guard's /metrics.
-func decisions(t *testing.T, metricsPort int) float64 {
+func decisions(t *testing.T, g *tutorial.Guard) float64 {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort), nil)
-	resp, err := http.DefaultClient.Do(req)
+	page, err := g.Metrics(t.Context())
 	if err != nil {
 		t.Fatalf("metrics: %v", err)
 	}
-	defer resp.Body.Close()
-	var sum float64
-	s := bufio.NewScanner(resp.Body)
-	for s.Scan() {
-		l := s.Text()
-		if !strings.HasPrefix(l, "cutover_guard_decisions_total{") {
-			continue
-		}
-		f := strings.Fields(l)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			t.Fatalf("metrics line %q: %v", l, err)
-		}
-		sum += v
-	}
-	return sum
+	return tutorial.MetricSum(page, "cutover_guard_decisions_total", nil)
 }
 
 // impersonatingKubeconfig writes a copy of c's admin kubeconfig that acts as

@@ -21,11 +21,12 @@ import (
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
 
+	"github.com/cutover-guard/cutover-guard/e2e/cluster"
 	"github.com/cutover-guard/cutover-guard/e2e/tutorial"
 )
 
 // history records, from a watch, whether each resourceVersion of green's
-// Deployment was fully Ready (tutorial.FullyReady); it is safe for
+// Deployment was fully Ready (cluster.FullyReady); it is safe for
 // concurrent use.
 type history struct {
 	mu    sync.Mutex
@@ -36,8 +37,8 @@ type history struct {
 func (h *history) record(d *appsv1.Deployment) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.ready[d.ResourceVersion] = tutorial.FullyReady(d)
-	h.state[d.ResourceVersion] = tutorial.DeploymentState(d)
+	h.ready[d.ResourceVersion] = cluster.FullyReady(d)
+	h.state[d.ResourceVersion] = cluster.DeploymentState(d)
 }
 
 // lookup returns whether resourceVersion rv was fully Ready, and whether

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -67,7 +66,6 @@ func start(ctx context.Context, s settings) (_ *env, err error) {
 	if err := os.MkdirAll(s.workDir, 0o755); err != nil {
 		return nil, err
 	}
-	_ = os.Remove(filepath.Join(s.workDir, "cutover-guard.log")) // StartGuard appends
 
 	e := &env{s: s, manifests: tutorial.MustLoad()}
 	defer func() {

@@ -127,7 +127,8 @@ func (e *env) switchRoute(ctx context.Context, _ int) sample {
 }
 
 // editRoute sets a label or an annotation on the route: no backend newly
-// receives traffic, so the guard must allow it on its fast path.
+// receives traffic, and the installed matchConditions (spec.rules
+// unchanged) keep it from the guard, so it must always be allowed.
 func (e *env) editRoute(ctx context.Context, n int) sample {
 	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
@@ -143,14 +144,26 @@ func (e *env) editRoute(ctx context.Context, n int) sample {
 
 // shiftWeights moves the weights of the second route between blue and
 // green, never to zero: both already receive traffic, so the guard must
-// allow it on its fast path.
+// allow it on its fast path. The new weights always differ from those read
+// (a JSON patch test guards them), so that every shift changes spec.rules
+// and reaches the guard.
 func (e *env) shiftWeights(ctx context.Context, _ int) sample {
 	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	r := &gwv1.HTTPRoute{}
-	r.Namespace, r.Name = tutorial.Namespace, weightsRoute
-	w := 1 + rand.IntN(99)
-	patch := fmt.Sprintf(`[{"op":"replace","path":"/spec/rules/0/backendRefs/0/weight","value":%d},{"op":"replace","path":"/spec/rules/0/backendRefs/1/weight","value":%d}]`, w, 100-w)
+	if err := e.kube.Get(rctx, client.ObjectKey{Namespace: tutorial.Namespace, Name: weightsRoute}, r); err != nil {
+		now := time.Now()
+		return sample{kind: kindRead, outcome: failed, start: now, end: now, msg: err.Error()}
+	}
+	cur := int32(1)
+	if w := r.Spec.Rules[0].BackendRefs[0].Weight; w != nil {
+		cur = *w
+	}
+	w := 1 + rand.Int32N(98) // 1..99 without cur
+	if w >= cur {
+		w++
+	}
+	patch := fmt.Sprintf(`[{"op":"test","path":"/spec/rules/0/backendRefs/0/weight","value":%d},{"op":"replace","path":"/spec/rules/0/backendRefs/0/weight","value":%d},{"op":"replace","path":"/spec/rules/0/backendRefs/1/weight","value":%d}]`, cur, w, 100-w)
 	return e.send(rctx, kindWeight, r, client.RawPatch(types.JSONPatchType, []byte(patch)))
 }
 

@@ -186,6 +186,10 @@ func TestViolations(t *testing.T) {
 			end:     stats(1, 0, 100),
 			want:    []string{"the guard counted 1 allowed decisions, fewer than the 2"},
 		},
+		"label and annotation edits never reach the guard, so it counts none": {
+			samples: []sample{req(kindLabel, allowed, 1, 2), req(kindAnnotation, allowed, 3, 4), req(kindWeight, allowed, 5, 6)},
+			end:     stats(1, 0, 100),
+		},
 		"goroutines that stay up and open database connections are leaks": {
 			end:  stats(0, 0, 100+goroutineSlack+1),
 			open: 2,

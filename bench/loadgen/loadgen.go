@@ -218,7 +218,7 @@ func Post(client *http.Client, url, contentType string, body []byte, check func(
 			return err
 		}
 		got, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		if err != nil {
 			return err
 		}

@@ -56,7 +56,7 @@ func TestRunCountsRequestsAndFailures(t *testing.T) {
 			http.Error(w, "no", http.StatusInternalServerError)
 			return
 		}
-		w.Write([]byte(`{"allowed":true}`))
+		_, _ = w.Write([]byte(`{"allowed":true}`))
 	}))
 	defer srv.Close()
 

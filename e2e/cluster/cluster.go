@@ -32,16 +32,17 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/cutover-guard/cutover-guard/internal/loopback"
+	"github.com/cutover-guard/cutover-guard/internal/tail"
 )
 
 // Controllers are the kube-controller-manager controllers the cluster runs.
@@ -88,6 +89,9 @@ type Cluster struct {
 	Config *rest.Config
 	// Clientset is a typed client for Config.
 	Clientset kubernetes.Interface
+	// Client is a controller-runtime client for Config that knows the
+	// built-in types (not Gateway API's).
+	Client client.Client
 	// Kubeconfig is the path of an admin kubeconfig file for kubectl.
 	Kubeconfig string
 	// Kubectl is the path of the kubectl binary matching the server.
@@ -219,7 +223,7 @@ func (c *Cluster) startAPIServer() error {
 	}
 	apiOut, err := os.Create(filepath.Join(c.LogDir, "kube-apiserver.log"))
 	if err != nil {
-		etcdOut.Close()
+		_ = etcdOut.Close()
 		return err
 	}
 	// envtest only writes to them; they are closed when the cluster stops.
@@ -276,7 +280,8 @@ func (c *Cluster) startAPIServer() error {
 		return err
 	}
 	c.Clientset = cs
-	return nil
+	c.Client, err = client.New(c.Config, client.Options{})
+	return err
 }
 
 func (c *Cluster) startComponents() error {
@@ -355,7 +360,7 @@ func (c *Cluster) checkProcs() error {
 	defer c.mu.Unlock()
 	for _, p := range c.procs {
 		if done, err := p.exited(); done {
-			return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.name, err, p.logPath, tail(p.logPath, 30))
+			return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.name, err, p.logPath, tail.File(p.logPath, 30))
 		}
 	}
 	return nil
@@ -428,10 +433,10 @@ func (c *Cluster) waitWorkloadsRun(ctx context.Context) error {
 	}
 	err := c.poll(ctx, func(ctx context.Context) (bool, error) {
 		d, err := cs.AppsV1().Deployments(readinessNamespace).Get(ctx, readinessName, metav1.GetOptions{})
-		if err != nil || !DeploymentReady(d) {
+		if err != nil || !FullyReady(d) {
 			return false, nil
 		}
-		n, err := ReadyEndpoints(ctx, cs, readinessNamespace, readinessName)
+		n, err := ReadyEndpoints(ctx, c.Client, readinessNamespace, readinessName)
 		return err == nil && n >= 1, nil
 	})
 	if err != nil {
@@ -478,38 +483,6 @@ func TestDeployment(name string, replicas int32, nodeSelector map[string]string)
 			},
 		},
 	}
-}
-
-// DeploymentReady reports whether d's latest generation has rolled out with
-// every replica updated, ready and available.
-func DeploymentReady(d *appsv1.Deployment) bool {
-	want := int32(1)
-	if d.Spec.Replicas != nil {
-		want = *d.Spec.Replicas
-	}
-	s := d.Status
-	return s.ObservedGeneration >= d.Generation &&
-		s.UpdatedReplicas == want && s.ReadyReplicas == want &&
-		s.AvailableReplicas == want && s.Replicas == want
-}
-
-// ReadyEndpoints counts the ready endpoints in the EndpointSlices of a Service.
-func ReadyEndpoints(ctx context.Context, cs kubernetes.Interface, namespace, service string) (int, error) {
-	list, err := cs.DiscoveryV1().EndpointSlices(namespace).List(ctx, metav1.ListOptions{
-		LabelSelector: discoveryv1.LabelServiceName + "=" + service,
-	})
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, s := range list.Items {
-		for _, ep := range s.Endpoints {
-			if ep.Conditions.Ready != nil && *ep.Conditions.Ready {
-				n++
-			}
-		}
-	}
-	return n, nil
 }
 
 // NodeLease returns the Lease that kwok renews for the fake node.
@@ -569,7 +542,7 @@ func (c *Cluster) Stop() error {
 		}
 		for _, w := range []io.Writer{c.env.ControlPlane.Etcd.Out, c.env.ControlPlane.APIServer.Out} {
 			if f, ok := w.(*os.File); ok {
-				f.Close()
+				_ = f.Close()
 			}
 		}
 	}
@@ -604,18 +577,6 @@ func (c *Cluster) Stop() error {
 func (c *Cluster) DumpLogs(w io.Writer, lines int) {
 	files, _ := filepath.Glob(filepath.Join(c.LogDir, "*.log"))
 	for _, f := range files {
-		fmt.Fprintf(w, "===== %s (last %d lines) =====\n%s\n", f, lines, tail(f, lines))
+		_, _ = fmt.Fprintf(w, "===== %s (last %d lines) =====\n%s\n", f, lines, tail.File(f, lines))
 	}
-}
-
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

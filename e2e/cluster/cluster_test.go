@@ -20,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
+
+	"github.com/cutover-guard/cutover-guard/internal/testenv"
 )
 
 // One cluster serves the read-mostly tests; TestMain stops it.
@@ -45,7 +47,7 @@ func sharedCluster(t *testing.T) *Cluster {
 		shared.c, shared.err = Start(context.Background(), Options{ToolsDir: dir, Logf: log.Printf})
 	})
 	if shared.skip != "" {
-		t.Skip("e2e cluster: " + shared.skip)
+		testenv.Unavailable(t, "e2e cluster: %s", shared.skip)
 	}
 	if shared.err != nil {
 		t.Fatalf("e2e cluster: %v", shared.err)
@@ -138,10 +140,10 @@ func TestDeploymentRollsOutReady(t *testing.T) {
 	var endpoints int
 	err := poll(t, time.Minute, func(ctx context.Context) (bool, error) {
 		d, err := cs.AppsV1().Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
-		if err != nil || !DeploymentReady(d) {
+		if err != nil || !FullyReady(d) {
 			return false, nil
 		}
-		endpoints, err = ReadyEndpoints(ctx, cs, ns, "web")
+		endpoints, err = ReadyEndpoints(ctx, c.Client, ns, "web")
 		return err == nil && endpoints == 2, nil
 	})
 	if err != nil {
@@ -189,7 +191,7 @@ func TestUnsatisfiableNodeSelectorStaysPending(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if DeploymentReady(got) || got.Status.ReadyReplicas != 0 || got.Status.AvailableReplicas != 0 {
+	if FullyReady(got) || got.Status.ReadyReplicas != 0 || got.Status.AvailableReplicas != 0 {
 		t.Fatalf("Deployment stuck: ready %d available %d, want 0/2", got.Status.ReadyReplicas, got.Status.AvailableReplicas)
 	}
 	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=stuck"})
@@ -300,7 +302,7 @@ func pinnedKubernetesVersion(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		fields := strings.Fields(s.Text())

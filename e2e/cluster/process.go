@@ -41,15 +41,15 @@ func startProc(name, path string, args, env []string, logDir string) (*proc, err
 		// and skips cleanups), the kernel kills the child too.
 		Pdeathsig: syscall.SIGKILL,
 	}
-	fmt.Fprintf(logFile, "+ %s %s\n", path, strings.Join(args, " "))
+	_, _ = fmt.Fprintf(logFile, "+ %s %s\n", path, strings.Join(args, " "))
 	if err := cmd.Start(); err != nil {
-		logFile.Close()
+		_ = logFile.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
-		logFile.Close()
+		_ = logFile.Close()
 		close(p.done)
 	}()
 	return p, nil
@@ -132,7 +132,7 @@ func procPPid(pid int) int {
 	if err != nil {
 		return -1
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		if v, ok := strings.CutPrefix(s.Text(), "PPid:"); ok {
@@ -186,7 +186,7 @@ func newRegistration() (*registration, error) {
 	if err != nil {
 		return nil, err
 	}
-	f.Close()
+	_ = f.Close()
 	return &registration{path: f.Name()}, nil
 }
 

@@ -3,10 +3,13 @@ package cluster
 import (
 	"strings"
 	"testing"
+
+	"github.com/cutover-guard/cutover-guard/internal/testenv"
 )
 
-// StartT starts a cluster for a test, or skips the test when the tools are
-// not built (`make test` builds them first, so CI never skips). The cluster
+// StartT starts a cluster for a test. When the tools are not built the test
+// is skipped, or failed with testenv.RequiredEnv=1 (`make test` builds them
+// and sets it, so CI never skips). The cluster
 // stops when the test and its subtests end; if the test failed, the tail of
 // every component log is printed and the log folder is kept.
 func StartT(t testing.TB, opts Options) *Cluster {
@@ -14,12 +17,12 @@ func StartT(t testing.TB, opts Options) *Cluster {
 	if opts.ToolsDir == "" {
 		d, err := ToolsDir()
 		if err != nil {
-			t.Skipf("e2e cluster: %v; build the tools with hack/build-tools.sh", err)
+			testenv.Unavailable(t, "e2e cluster: %v; build the tools with hack/build-tools.sh", err)
 		}
 		opts.ToolsDir = d
 	}
 	if missing := MissingTools(opts.ToolsDir); len(missing) > 0 {
-		t.Skipf("e2e cluster: control-plane tools not built (run hack/build-tools.sh or set %s); missing: %s",
+		testenv.Unavailable(t, "e2e cluster: control-plane tools not built (run hack/build-tools.sh or set %s); missing: %s",
 			ToolsEnv, strings.Join(missing, ", "))
 	}
 	if opts.Logf == nil {

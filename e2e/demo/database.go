@@ -75,7 +75,7 @@ func answers(ctx context.Context, dsn string) bool {
 	if err != nil {
 		return false
 	}
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.Background()) }()
 	_, err = conn.Exec(ctx, "SELECT 1").ReadAll()
 	return err == nil
 }
@@ -139,6 +139,6 @@ func (t *testingAdapter) SkipNow()                     { panic(stopTest{"skipped
 func (t *testingAdapter) Context() context.Context     { return context.Background() }
 func (t *testingAdapter) TempDir() string {
 	d, _ := os.MkdirTemp("", "cutover-guard-demo-db-")
-	t.Cleanup(func() { os.RemoveAll(d) })
+	t.Cleanup(func() { _ = os.RemoveAll(d) })
 	return d
 }

@@ -63,7 +63,7 @@ type demo struct {
 	keepFiles bool
 }
 
-func (d *demo) printf(format string, args ...any) { fmt.Fprintf(d.out, format, args...) }
+func (d *demo) printf(format string, args ...any) { _, _ = fmt.Fprintf(d.out, format, args...) }
 
 // run starts everything and narrates the tutorial; it returns the exit code.
 func (d *demo) run(ctx context.Context) int {
@@ -154,6 +154,7 @@ func (d *demo) start(ctx context.Context) error {
 		Binary:     binary,
 		Kubeconfig: d.cluster.Kubeconfig,
 		Dir:        filepath.Join(d.work, "guard"),
+		DBTimeout:  time.Second,
 	})
 	if err != nil {
 		return err
@@ -165,7 +166,7 @@ func (d *demo) start(ctx context.Context) error {
 		return err
 	}
 	d.printf("Started cutover-guard (pid %d) on https://127.0.0.1:%d and registered it as the validating webhooks\n", d.guard.PID(), d.guard.Port)
-	d.printf("  %s and %s (HTTPRoute and GRPCRoute updates; failurePolicy Fail).\n", tutorial.HTTPRouteWebhook, tutorial.GRPCRouteWebhook)
+	d.printf("  %s and %s, as installed (HTTPRoute and GRPCRoute updates that change spec.rules; failurePolicy Fail).\n", tutorial.HTTPRouteWebhook, tutorial.GRPCRouteWebhook)
 	d.printf("  flags: %s\n", strings.Join(d.guard.Args, " "))
 	d.printf("  log:   %s\n", d.guard.LogPath)
 

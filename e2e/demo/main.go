@@ -82,12 +82,12 @@ func run(keeper bool) int {
 
 	result := os.NewFile(resultFD, "result")
 	if code != 0 || ctx.Err() != nil {
-		fmt.Fprintf(result, "exit=%d\n", max(code, 1))
+		_, _ = fmt.Fprintf(result, "exit=%d\n", max(code, 1))
 		return max(code, 1)
 	}
 	if err := os.MkdirAll(state, 0o755); err == nil {
 		_ = os.WriteFile(filepath.Join(state, "keeper.pid"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
-		defer os.Remove(filepath.Join(state, "keeper.pid"))
+		defer func() { _ = os.Remove(filepath.Join(state, "keeper.pid")) }()
 	}
 	d.printKept(os.Getpid())
 	// The terminal belongs to the parent, which now exits: write nothing
@@ -95,10 +95,10 @@ func run(keeper bool) int {
 	if f, err := os.OpenFile(filepath.Join(state, "keeper.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644); err == nil {
 		_ = syscall.Dup3(int(f.Fd()), 1, 0)
 		_ = syscall.Dup3(int(f.Fd()), 2, 0)
-		f.Close()
+		_ = f.Close()
 	}
-	fmt.Fprintf(result, "exit=0\n")
-	result.Close()
+	_, _ = fmt.Fprintf(result, "exit=0\n")
+	_ = result.Close()
 	<-ctx.Done()
 	fmt.Printf("%s: stopping\n", time.Now().Format(time.RFC3339))
 	return 0
@@ -126,7 +126,7 @@ func runKeeper() int {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		return 1
 	}
-	w.Close()
+	_ = w.Close()
 	// Ctrl-C before the narration ends stops the keeper, which cleans up.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)

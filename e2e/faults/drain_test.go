@@ -57,12 +57,13 @@ func TestSIGTERMDrainsInFlightDecision(t *testing.T) {
 
 	refusedInFlight := waitRefused(t, e.guard.Port, verdict)
 	// With one replica, writes that reach the guard while it drains fail
-	// as they do while it is down.
-	label := &gwv1.HTTPRoute{}
-	label.Namespace, label.Name = tutorial.Namespace, tutorial.Route
-	labelErr := e.kube.Patch(ctx, label, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"faults.cutover-guard.dev/edited":"while-draining"}}}`)))
-	if labelErr == nil || !strings.Contains(labelErr.Error(), `failed calling webhook "`+tutorial.HTTPRouteWebhook+`"`) {
-		t.Errorf("label update while the guard drains: want the API server's webhook error, got %v", labelErr)
+	// as they do while it is down: a path edit changes spec.rules, so the
+	// installed matchConditions send it, and moves no traffic.
+	edit := &gwv1.HTTPRoute{}
+	edit.Namespace, edit.Name = tutorial.Namespace, tutorial.Route
+	editErr := e.kube.Patch(ctx, edit, client.RawPatch(types.JSONPatchType, []byte(`[{"op":"replace","path":"/spec/rules/0/matches/0/path/value","value":"/while-draining"}]`)))
+	if editErr == nil || !strings.Contains(editErr.Error(), `failed calling webhook "`+tutorial.HTTPRouteWebhook+`"`) {
+		t.Errorf("path edit while the guard drains: want the API server's webhook error, got %v", editErr)
 	}
 	got := <-verdict
 	answered := time.Since(signalled)
@@ -93,7 +94,7 @@ func TestSIGTERMDrainsInFlightDecision(t *testing.T) {
 		t.Errorf("guard logged %d denials during shutdown, want the drained one", n-logged)
 	}
 	t.Logf("SIGTERM during the decision: verdict after %s, guard exited after %s; a write arriving while it drained: %v",
-		answered.Round(time.Millisecond), exited.Round(time.Millisecond), labelErr)
+		answered.Round(time.Millisecond), exited.Round(time.Millisecond), editErr)
 }
 
 // deniedSwitch switches the route to backend, requires the guard to deny
@@ -116,7 +117,7 @@ func waitRefused(t *testing.T, port int, verdict chan error) bool {
 	err := wait.PollUntilContextTimeout(t.Context(), 10*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
-			c.Close()
+			_ = c.Close()
 			last = errors.New("connection accepted")
 			return false, nil
 		}

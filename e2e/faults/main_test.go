@@ -7,7 +7,6 @@ package faults_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -44,27 +43,16 @@ type env struct {
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if e, ok := shared.Started(); ok {
-		if err := e.stack.Teardown(code != 0, os.Stderr); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(shared.Main(m, func(e *env) *tutorial.Stack { return e.stack }))
 }
 
 // setup returns the package's environment, starting it on first use; it
-// skips (or, with CUTOVER_GUARD_E2E_REQUIRED=1, fails) when the tools or
+// skips (or, with CUTOVER_GUARD_TEST_REQUIRED=1, fails) when the tools or
 // the local database are missing.
 func setup(t *testing.T) *env {
 	t.Helper()
 	e := shared.Get(t, start)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("cutover-guard log (last 60 lines of %s):\n%s", e.guard.LogPath, e.guard.LogTail(60))
-		}
-	})
+	e.guard.LogOnFailure(t, 60)
 	return e
 }
 

@@ -13,11 +13,13 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/cutover-guard/cutover-guard/internal/loopback"
+	"github.com/cutover-guard/cutover-guard/internal/tail"
 	"github.com/cutover-guard/cutover-guard/internal/testcert"
 )
 
@@ -27,15 +29,43 @@ type GuardOptions struct {
 	Binary string
 	// Kubeconfig is the cluster the guard reads.
 	Kubeconfig string
-	// Dir receives the serving certificate (Dir/certs) and the guard's log
-	// (Dir/cutover-guard.log); it is created if missing.
+	// KubeconfigEnv passes Kubeconfig as $KUBECONFIG instead of
+	// --kubeconfig, as in a cluster, where the guard finds its config
+	// without the flag.
+	KubeconfigEnv bool
+	// Env is added to the guard's environment (e.g. GOGC=400).
+	Env []string
+	// Dir receives the serving certificate (Dir/certs) and, unless LogPath
+	// says otherwise, the guard's log (Dir/cutover-guard.log); it is
+	// created if missing.
 	Dir string
+	// LogPath receives the guard's stdout and stderr; it is emptied when
+	// the guard starts and appended to when it restarts.
+	LogPath string
 	// PrivateCIDRs is --private-cidrs. Default: 127.0.0.1/32 and the
 	// guard's defaults, so that a database on 127.0.0.1 is private and
 	// 127.0.0.2 is public.
 	PrivateCIDRs []string
-	// DBTimeout is --db-timeout; default 1s.
+	// DBTimeout is --db-timeout; zero leaves the guard's default.
 	DBTimeout time.Duration
+	// Certificate is the serving certificate written to Dir/certs; nil
+	// issues one for 127.0.0.1 and localhost from a throwaway CA. Guards
+	// given the same one are trusted through the same caBundle.
+	Certificate *testcert.Bundle
+	// RotateCertificate leaves the certificate to the guard, as installed:
+	// it fills the cluster's Secret, injects the CA into the webhook
+	// configuration and keeps Dir/certs current. Nothing is written there
+	// first, and CABundle stays empty.
+	RotateCertificate bool
+	// PreRotationBuild marks a build older than certificate rotation (the
+	// benchmarks measure older builds for comparison): it serves --cert-dir
+	// as it is without being told, and does not know --disable-cert-rotation.
+	PreRotationBuild bool
+	// Port, MetricsPort and HealthPort are the loopback ports, when Port is
+	// set (a test that registers the webhook before the guard starts needs
+	// them first); otherwise free ports are picked, and picked again if one
+	// was taken meanwhile.
+	Port, MetricsPort, HealthPort int
 	// Args are further flags.
 	Args []string
 	// StartTimeout bounds StartGuard; default 1 minute.
@@ -51,8 +81,11 @@ type Guard struct {
 	// /healthz and /readyz, all on 127.0.0.1.
 	Port, MetricsPort, HealthPort int
 	// CABundle is the PEM certificate of the CA that signed the serving
-	// certificate, for the webhook configuration's caBundle.
+	// certificate, for the webhook configuration's caBundle; empty with
+	// GuardOptions.RotateCertificate.
 	CABundle []byte
+	// CertDir is the guard's --cert-dir.
+	CertDir string
 	// LogPath holds the guard's stdout and stderr.
 	LogPath string
 	// Args are the flags the guard runs with.
@@ -62,14 +95,16 @@ type Guard struct {
 	StartedAt time.Time
 
 	binary string
+	env    []string
 	cmd    *exec.Cmd
 	done   chan struct{} // closed when the process has been reaped
 	err    error         // exit status, valid after done
 }
 
-// StartGuard starts the guard out of cluster with a serving certificate for
-// 127.0.0.1 from a throwaway CA, on free loopback ports, and returns once
-// its /readyz answers. If a port was taken in the meantime it retries.
+// StartGuard starts the guard out of cluster, by default with a serving
+// certificate for 127.0.0.1 from a throwaway CA on free loopback ports, and
+// returns once it is ready: its /readyz answers 200, the one rule for a
+// started guard. If a port it picked was taken in the meantime it retries.
 func StartGuard(ctx context.Context, o GuardOptions) (*Guard, error) {
 	if o.Binary == "" || o.Kubeconfig == "" || o.Dir == "" {
 		return nil, errors.New("StartGuard: Binary, Kubeconfig and Dir are required")
@@ -77,8 +112,8 @@ func StartGuard(ctx context.Context, o GuardOptions) (*Guard, error) {
 	if len(o.PrivateCIDRs) == 0 {
 		o.PrivateCIDRs = append([]string{"127.0.0.1/32"}, DefaultPrivateCIDRs...)
 	}
-	if o.DBTimeout == 0 {
-		o.DBTimeout = time.Second
+	if o.LogPath == "" {
+		o.LogPath = filepath.Join(o.Dir, "cutover-guard.log")
 	}
 	if o.StartTimeout == 0 {
 		o.StartTimeout = time.Minute
@@ -90,35 +125,59 @@ func StartGuard(ctx context.Context, o GuardOptions) (*Guard, error) {
 	if err := os.MkdirAll(certDir, 0o700); err != nil {
 		return nil, err
 	}
-	bundle, err := testcert.Issue()
-	if err == nil {
-		err = bundle.WriteKeyPair(certDir)
+	var caPEM []byte
+	var certArgs []string
+	if !o.RotateCertificate {
+		bundle := o.Certificate
+		var err error
+		if bundle == nil {
+			bundle, err = testcert.Issue()
+		}
+		if err == nil {
+			err = bundle.WriteKeyPair(certDir)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("serving certificate: %w", err)
+		}
+		caPEM = bundle.CAPEM
+		if !o.PreRotationBuild {
+			// The guard serves the certificate written above from
+			// --cert-dir rather than bootstrapping its own in the cluster.
+			certArgs = []string{"--disable-cert-rotation"}
+		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("serving certificate: %w", err)
+	if err := os.WriteFile(o.LogPath, nil, 0o600); err != nil {
+		return nil, err
 	}
-	caPEM := bundle.CAPEM
-	logPath := filepath.Join(o.Dir, "cutover-guard.log")
-	// The guard serves the certificate written above from --cert-dir rather
-	// than bootstrapping its own in the cluster.
-	certArgs := []string{"--disable-cert-rotation"}
+	env := append(os.Environ(), o.Env...)
+	var kubeconfigArgs []string
+	if o.KubeconfigEnv {
+		env = append(env, "KUBECONFIG="+o.Kubeconfig)
+	} else {
+		kubeconfigArgs = []string{"--kubeconfig=" + o.Kubeconfig}
+	}
 
 	var lastErr error
 	for attempt := 1; attempt <= 3; attempt++ {
-		ports, err := loopback.FreePorts(3)
-		if err != nil {
-			return nil, err
+		ports := []int{o.Port, o.MetricsPort, o.HealthPort}
+		if o.Port == 0 {
+			var err error
+			if ports, err = loopback.FreePorts(3); err != nil {
+				return nil, err
+			}
 		}
-		g := &Guard{Port: ports[0], MetricsPort: ports[1], HealthPort: ports[2], CABundle: caPEM, LogPath: logPath}
-		g.Args = append([]string{
-			"--kubeconfig=" + o.Kubeconfig,
-			"--cert-dir=" + certDir,
-			"--port=" + strconv.Itoa(g.Port),
-			"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(g.MetricsPort),
-			"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(g.HealthPort),
-			"--private-cidrs=" + strings.Join(o.PrivateCIDRs, ","),
-			"--db-timeout=" + o.DBTimeout.String(),
-		}, append(certArgs, o.Args...)...)
+		g := &Guard{Port: ports[0], MetricsPort: ports[1], HealthPort: ports[2], CABundle: caPEM, CertDir: certDir, LogPath: o.LogPath, env: env}
+		g.Args = append(append(kubeconfigArgs,
+			"--cert-dir="+certDir,
+			"--port="+strconv.Itoa(g.Port),
+			"--metrics-bind-address=127.0.0.1:"+strconv.Itoa(g.MetricsPort),
+			"--health-probe-bind-address=127.0.0.1:"+strconv.Itoa(g.HealthPort),
+			"--private-cidrs="+strings.Join(o.PrivateCIDRs, ","),
+		), certArgs...)
+		if o.DBTimeout != 0 {
+			g.Args = append(g.Args, "--db-timeout="+o.DBTimeout.String())
+		}
+		g.Args = append(g.Args, o.Args...)
 		if err := g.start(o.Binary); err != nil {
 			return nil, err
 		}
@@ -127,11 +186,11 @@ func StartGuard(ctx context.Context, o GuardOptions) (*Guard, error) {
 			return g, nil
 		}
 		_ = g.Stop()
-		if !strings.Contains(g.Log(), "address already in use") || ctx.Err() != nil {
+		if o.Port != 0 || !strings.Contains(g.Log(), "address already in use") || ctx.Err() != nil {
 			break
 		}
 	}
-	return nil, fmt.Errorf("cutover-guard did not become ready: %w\n%s", lastErr, tailLines(readFile(logPath), 30))
+	return nil, fmt.Errorf("cutover-guard did not become ready: %w\n%s", lastErr, tail.File(o.LogPath, 30))
 }
 
 // start starts binary with g.Args, its output appended to LogPath.
@@ -140,9 +199,10 @@ func (g *Guard) start(binary string) error {
 	if err != nil {
 		return err
 	}
-	defer logFile.Close() // the child has its own descriptor
-	fmt.Fprintf(logFile, "+ %s %s\n", binary, strings.Join(g.Args, " "))
+	defer func() { _ = logFile.Close() }() // the child has its own descriptor
+	_, _ = fmt.Fprintf(logFile, "+ %s %s\n", binary, strings.Join(g.Args, " "))
 	cmd := exec.Command(binary, g.Args...)
+	cmd.Env = g.env
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// If this process dies without cleaning up, the kernel ends the guard.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -164,7 +224,10 @@ func (g *Guard) waitReady(ctx context.Context) error {
 	var last error
 	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		if g.Exited() {
-			return false, fmt.Errorf("cutover-guard exited: %v", g.err)
+			if g.err == nil {
+				return false, errors.New("cutover-guard exited with status 0")
+			}
+			return false, fmt.Errorf("cutover-guard exited: %w", g.err)
 		}
 		status, _, err := httpGet(ctx, url)
 		if err != nil {
@@ -193,8 +256,9 @@ func (g *Guard) Exited() bool {
 	}
 }
 
-// Stop ends the guard (SIGTERM, SIGKILL after 10 s) and waits until it has
-// been reaped. It may be called more than once.
+// Stop ends the guard (SIGTERM, SIGKILL after 30 s) and waits until it has
+// been reaped; Wait then tells whether it exited cleanly. It may be called
+// more than once.
 func (g *Guard) Stop() error {
 	if g == nil || g.cmd == nil {
 		return nil
@@ -204,7 +268,7 @@ func (g *Guard) Stop() error {
 		_ = syscall.Kill(-pgid, syscall.SIGTERM)
 		select {
 		case <-g.done:
-		case <-time.After(10 * time.Second):
+		case <-time.After(30 * time.Second):
 			_ = syscall.Kill(-pgid, syscall.SIGKILL)
 			select {
 			case <-g.done:
@@ -273,10 +337,26 @@ func (g *Guard) Restart(ctx context.Context, timeout time.Duration) error {
 }
 
 // Log returns the guard's log so far.
-func (g *Guard) Log() string { return readFile(g.LogPath) }
+func (g *Guard) Log() string {
+	b, err := os.ReadFile(g.LogPath)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
+}
 
 // LogTail returns the last n lines of the guard's log.
-func (g *Guard) LogTail(n int) string { return tailLines(g.Log(), n) }
+func (g *Guard) LogTail(n int) string { return tail.File(g.LogPath, n) }
+
+// LogOnFailure makes t show the last n lines of the guard's log when t
+// ends failed.
+func (g *Guard) LogOnFailure(t testing.TB, n int) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("cutover-guard log (last %d lines of %s):\n%s", n, g.LogPath, g.LogTail(n))
+		}
+	})
+}
 
 // Metrics returns the guard's /metrics page.
 func (g *Guard) Metrics(ctx context.Context) (string, error) {
@@ -345,25 +425,9 @@ func httpGet(ctx context.Context, url string) (int, string, error) {
 	if err != nil {
 		return 0, "", err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body), err
-}
-
-func readFile(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	return string(b)
-}
-
-func tailLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // BuildGuard builds the guard binary into out as `make build` does (static,

@@ -10,12 +10,8 @@ import (
 	"time"
 
 	"github.com/cutover-guard/cutover-guard/e2e/cluster"
+	"github.com/cutover-guard/cutover-guard/internal/testenv"
 )
-
-// RequiredEnv names the environment variable that, set to 1, makes missing
-// tools or databases a failure of an end-to-end suite instead of a skip
-// (`make test` sets it).
-const RequiredEnv = "CUTOVER_GUARD_E2E_REQUIRED"
 
 // Preflight returns the control-plane tools folder, or why an end-to-end
 // suite cannot run here (skip is then non-empty): the tools are not built,
@@ -33,7 +29,7 @@ func Preflight(dbAddrs ...string) (toolsDir, skip string) {
 		if err != nil {
 			return "", fmt.Sprintf("local database server %s not answering (.ci/run starts it): %v", addr, err)
 		}
-		c.Close()
+		_ = c.Close()
 	}
 	return toolsDir, ""
 }
@@ -51,7 +47,8 @@ type Shared[T any] struct {
 
 // Get returns the shared value, calling start on first use. When start says
 // the suite cannot run here (skip non-empty) the test is skipped, or failed
-// with RequiredEnv=1; when start failed, every test fails with its error.
+// with testenv.RequiredEnv=1; when start failed, every test fails with its
+// error.
 func (s *Shared[T]) Get(t testing.TB, start func() (T, string, error)) T {
 	t.Helper()
 	s.once.Do(func() {
@@ -59,10 +56,7 @@ func (s *Shared[T]) Get(t testing.TB, start func() (T, string, error)) T {
 		s.started = s.skip == "" && s.err == nil
 	})
 	if s.skip != "" {
-		if os.Getenv(RequiredEnv) == "1" {
-			t.Fatalf("e2e: %s (%s=1)", s.skip, RequiredEnv)
-		}
-		t.Skip("e2e: " + s.skip)
+		testenv.Unavailable(t, "e2e: %s", s.skip)
 	}
 	if s.err != nil {
 		t.Fatalf("e2e: %v", s.err)
@@ -70,6 +64,17 @@ func (s *Shared[T]) Get(t testing.TB, start func() (T, string, error)) T {
 	return s.val
 }
 
-// Started returns the shared value if a test started it successfully, for
-// TestMain to tear down once the tests are done.
-func (s *Shared[T]) Started() (T, bool) { return s.val, s.started }
+// Main runs the package's tests and then, if one of them started the
+// shared value, tears down its Stack (Stack.Teardown: the logs are shown
+// and kept when a test failed). It returns the exit code, for TestMain's
+// os.Exit.
+func (s *Shared[T]) Main(m *testing.M, stack func(T) *Stack) int {
+	code := m.Run()
+	if s.started {
+		if err := stack(s.val).Teardown(code != 0, os.Stderr); err != nil {
+			_, _ = fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	return code
+}

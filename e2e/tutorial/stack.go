@@ -23,8 +23,8 @@ type StackOptions struct {
 	ToolsDir string
 	// DSN is the connection string of the tutorial's Secret.
 	DSN string
-	// DBTimeout is the guard's --db-timeout (default 1s); GuardArgs are
-	// further flags.
+	// DBTimeout is the guard's --db-timeout (zero: the guard's default);
+	// GuardArgs are further flags.
 	DBTimeout time.Duration
 	GuardArgs []string
 	// WriteManifests writes the tutorial's manifest files into
@@ -61,8 +61,7 @@ func StartStack(ctx context.Context, o StackOptions) (*Stack, error) {
 
 	c, err := cluster.Start(ctx, cluster.Options{ToolsDir: o.ToolsDir, Logf: log.Printf, KeepLogs: true})
 	if err != nil {
-		<-built
-		return nil, err
+		return nil, errors.Join(err, <-built)
 	}
 	s := &Stack{Cluster: c, Dir: dir}
 	fail := func(err error) (*Stack, error) {
@@ -104,7 +103,7 @@ func StartStack(ctx context.Context, o StackOptions) (*Stack, error) {
 func (s *Stack) Teardown(failed bool, w io.Writer) error {
 	if failed {
 		s.Cluster.DumpLogs(w, 40)
-		fmt.Fprintf(w, "===== cutover-guard log %s (last 200 lines) =====\n%s\n", s.Guard.LogPath, s.Guard.LogTail(200))
+		_, _ = fmt.Fprintf(w, "===== cutover-guard log %s (last 200 lines) =====\n%s\n", s.Guard.LogPath, s.Guard.LogTail(200))
 	}
 	var errs []error
 	if err := s.Guard.Stop(); err != nil {
@@ -118,7 +117,7 @@ func (s *Stack) Teardown(failed bool, w io.Writer) error {
 		_ = os.RemoveAll(filepath.Dir(s.Cluster.LogDir))
 		_ = os.RemoveAll(s.Dir)
 	} else {
-		fmt.Fprintf(w, "e2e logs kept in %s and %s\n", s.Cluster.LogDir, s.Dir)
+		_, _ = fmt.Fprintf(w, "e2e logs kept in %s and %s\n", s.Cluster.LogDir, s.Dir)
 	}
 	return errors.Join(errs...)
 }

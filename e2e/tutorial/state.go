@@ -9,12 +9,13 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/cutover-guard/cutover-guard/e2e/cluster"
 )
 
 // WaitTimeout bounds each wait for the cluster to reach a state.
@@ -123,8 +124,8 @@ func HoldPending(ctx context.Context, c client.Client, d *appsv1.Deployment) err
 	return WaitPending(ctx, c, d.Namespace, d.Name)
 }
 
-// WaitServing waits until Deployment name is fully Ready as the guard
-// defines it (every replica updated, ready and available, no old pods) and
+// WaitServing waits until Deployment name is cluster.FullyReady (every
+// replica updated, ready and available, no old pods) and
 // Service name has exactly one ready endpoint per replica.
 func WaitServing(ctx context.Context, c client.Client, namespace, name string) error {
 	var last string
@@ -134,44 +135,18 @@ func WaitServing(ctx context.Context, c client.Client, namespace, name string) e
 			last = err.Error()
 			return false, nil
 		}
-		last = "deployment: " + DeploymentState(&d)
-		if !FullyReady(&d) {
+		last = "deployment: " + cluster.DeploymentState(&d)
+		if !cluster.FullyReady(&d) {
 			return false, nil
 		}
-		n, err := ReadyEndpoints(ctx, c, namespace, name)
+		n, err := cluster.ReadyEndpoints(ctx, c, namespace, name)
 		last += fmt.Sprintf("; service %s: %d ready endpoints", name, n)
-		return err == nil && n == int(replicas(&d)), nil
+		return err == nil && n == int(cluster.Replicas(&d)), nil
 	})
 	if err != nil {
 		return fmt.Errorf("deployment %s/%s not serving: %w (%s)", namespace, name, err, last)
 	}
 	return nil
-}
-
-// FullyReady restates, for the tests, the rule a Deployment must meet to
-// take traffic: at least one replica wanted, the latest generation
-// observed, every replica updated, ready and available, no old pods left,
-// not paused, and no ProgressDeadlineExceeded. It reads only d.
-func FullyReady(d *appsv1.Deployment) bool {
-	want := replicas(d)
-	st := d.Status
-	if want < 1 || d.Spec.Paused || st.ObservedGeneration < d.Generation ||
-		st.Replicas != want || st.UpdatedReplicas != want || st.ReadyReplicas != want || st.AvailableReplicas != want {
-		return false
-	}
-	for _, c := range st.Conditions {
-		if c.Type == appsv1.DeploymentProgressing && c.Reason == "ProgressDeadlineExceeded" {
-			return false
-		}
-	}
-	return true
-}
-
-// DeploymentState summarises the fields FullyReady reads, for messages.
-func DeploymentState(d *appsv1.Deployment) string {
-	st := d.Status
-	return fmt.Sprintf("generation %d observed %d, replicas %d/%d updated %d ready %d available %d, paused %t",
-		d.Generation, st.ObservedGeneration, st.Replicas, replicas(d), st.UpdatedReplicas, st.ReadyReplicas, st.AvailableReplicas, d.Spec.Paused)
 }
 
 // WaitPending waits until every replica of Deployment name exists, is
@@ -184,14 +159,14 @@ func WaitPending(ctx context.Context, c client.Client, namespace, name string) e
 			last = err.Error()
 			return false, nil
 		}
-		want := replicas(&d)
+		want := cluster.Replicas(&d)
 		st := d.Status
 		last = fmt.Sprintf("deployment: generation %d observed %d, replicas %d/%d updated %d ready %d",
 			d.Generation, st.ObservedGeneration, st.Replicas, want, st.UpdatedReplicas, st.ReadyReplicas)
 		if st.ObservedGeneration < d.Generation || st.Replicas != want || st.UpdatedReplicas != want || st.ReadyReplicas != 0 {
 			return false, nil
 		}
-		n, err := ReadyEndpoints(ctx, c, namespace, name)
+		n, err := cluster.ReadyEndpoints(ctx, c, namespace, name)
 		last += fmt.Sprintf("; service %s: %d ready endpoints", name, n)
 		return err == nil && n == 0, nil
 	})
@@ -199,33 +174,6 @@ func WaitPending(ctx context.Context, c client.Client, namespace, name string) e
 		return fmt.Errorf("deployment %s/%s not held pending: %w (%s)", namespace, name, err, last)
 	}
 	return nil
-}
-
-// ReadyEndpoints counts the ready, non-terminating endpoints in the
-// EndpointSlices of a Service.
-func ReadyEndpoints(ctx context.Context, c client.Client, namespace, service string) (int, error) {
-	var slices discoveryv1.EndpointSliceList
-	if err := c.List(ctx, &slices, client.InNamespace(namespace), client.MatchingLabels{discoveryv1.LabelServiceName: service}); err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, s := range slices.Items {
-		for _, e := range s.Endpoints {
-			ready := e.Conditions.Ready == nil || *e.Conditions.Ready
-			terminating := e.Conditions.Terminating != nil && *e.Conditions.Terminating
-			if ready && !terminating {
-				n++
-			}
-		}
-	}
-	return n, nil
-}
-
-func replicas(d *appsv1.Deployment) int32 {
-	if d.Spec.Replicas == nil {
-		return 1
-	}
-	return *d.Spec.Replicas
 }
 
 // Setup creates the tutorial's objects in its namespace through the API

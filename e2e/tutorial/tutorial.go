@@ -4,10 +4,13 @@
 // cutover-guard binary started out of cluster behind a throwaway CA and
 // registered as a validating webhook, and the real kubectl.
 //
-// The e2e tests and the demo (e2e/demo) share it. It treats the guard as a
-// black box reached through its stable interface (flags, webhook paths,
-// /metrics): it never decides whether a cutover is safe, and it imports
-// none of the guard's packages.
+// The e2e tests, the demo (e2e/demo), the install's tests (manifests), the
+// benchmarks and the soak share it: one guard launcher (StartGuard), one
+// readiness rule for a started guard (/readyz), and the webhook
+// configuration users install (package manifests), pointed at the local
+// guard. It treats the guard as a black box reached through its stable
+// interface (flags, webhook paths, /metrics): it never decides whether a
+// cutover is safe, and it imports none of the guard's packages.
 package tutorial
 
 import (

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/cutover-guard/cutover-guard/internal/testcert"
+	"github.com/cutover-guard/cutover-guard/manifests"
 )
 
 // The manifests are the tutorial's: what the guard reads of them is there.
@@ -114,44 +115,43 @@ cutover_guard_decisions_total_extra{kind="HTTPRoute",result="denied"} 100
 	}
 }
 
-// The registration sends route updates, never their status, to the guard's
-// paths, trusting only the throwaway CA.
+// The registration is the install's webhook configuration with only the
+// client config changed: each webhook calls the local guard on its path and
+// trusts the throwaway CA.
 func TestWebhookConfiguration(t *testing.T) {
 	bundle, err := testcert.Issue()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := bundle.CAPEM
-	g := &Guard{Port: 9443, CABundle: ca}
-	cfg := g.WebhookConfiguration()
-	want := map[string]struct{ url, resource string }{
-		HTTPRouteWebhook: {"https://127.0.0.1:9443/validate-httproute", "httproutes"},
-		GRPCRouteWebhook: {"https://127.0.0.1:9443/validate-grpcroute", "grpcroutes"},
+	g := &Guard{Port: 9443, CABundle: bundle.CAPEM}
+	got, err := g.WebhookConfiguration()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(cfg.Webhooks) != len(want) {
-		t.Fatalf("%d webhooks, want %d", len(cfg.Webhooks), len(want))
+	installed, err := manifests.WebhookConfiguration()
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, w := range cfg.Webhooks {
-		exp, ok := want[w.Name]
+	wantURL := map[string]string{
+		HTTPRouteWebhook: "https://127.0.0.1:9443/validate-httproute",
+		GRPCRouteWebhook: "https://127.0.0.1:9443/validate-grpcroute",
+	}
+	if got.Name != WebhookConfiguration || len(got.Webhooks) != len(wantURL) {
+		t.Fatalf("registration %s with %d webhooks, want %s with %d", got.Name, len(got.Webhooks), WebhookConfiguration, len(wantURL))
+	}
+	for i, w := range got.Webhooks {
+		url, ok := wantURL[w.Name]
 		if !ok {
 			t.Errorf("unexpected webhook %q", w.Name)
 			continue
 		}
-		if *w.ClientConfig.URL != exp.url || string(w.ClientConfig.CABundle) != string(ca) {
-			t.Errorf("%s: url %s, want %s (and the CA as caBundle)", w.Name, *w.ClientConfig.URL, exp.url)
+		want := admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: bundle.CAPEM}
+		if diff := cmp.Diff(want, w.ClientConfig); diff != "" {
+			t.Errorf("%s client config (-want +got):\n%s", w.Name, diff)
 		}
-		wantRules := []admissionregistrationv1.RuleWithOperations{{
-			Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Update},
-			Rule: admissionregistrationv1.Rule{
-				APIGroups: []string{"gateway.networking.k8s.io"}, APIVersions: []string{"v1"},
-				Resources: []string{exp.resource}, Scope: w.Rules[0].Scope,
-			},
-		}}
-		if diff := cmp.Diff(wantRules, w.Rules); diff != "" {
-			t.Errorf("%s rules (-want +got):\n%s", w.Name, diff)
-		}
-		if *w.SideEffects != admissionregistrationv1.SideEffectClassNoneOnDryRun || *w.FailurePolicy != admissionregistrationv1.Fail || *w.TimeoutSeconds != 10 {
-			t.Errorf("%s: sideEffects %s failurePolicy %s timeoutSeconds %d", w.Name, *w.SideEffects, *w.FailurePolicy, *w.TimeoutSeconds)
+		w.ClientConfig = installed.Webhooks[i].ClientConfig
+		if diff := cmp.Diff(installed.Webhooks[i], w); diff != "" {
+			t.Errorf("%s differs from the install's beyond its client config (-installed +registered):\n%s", w.Name, diff)
 		}
 	}
 }

@@ -14,9 +14,11 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/cutover-guard/cutover-guard/manifests"
 )
 
-// Names of the webhook registration.
+// Names of the webhook registration, as the install has them.
 const (
 	WebhookConfiguration = "cutover-guard"
 	HTTPRouteWebhook     = "httproute.cutover-guard.dev"
@@ -25,46 +27,26 @@ const (
 	ProbeNamespace = "cutover-guard-probe"
 )
 
-// The guard's webhook paths (its stable interface).
-const (
-	pathHTTPRoute = "/validate-httproute"
-	pathGRPCRoute = "/validate-grpcroute"
-)
-
-// WebhookConfiguration returns the ValidatingWebhookConfiguration that sends
-// HTTPRoute and GRPCRoute updates (never their status) to the guard at
-// https://127.0.0.1:<port>.
-func (g *Guard) WebhookConfiguration() *admissionregistrationv1.ValidatingWebhookConfiguration {
-	hook := func(name, path, resource string) admissionregistrationv1.ValidatingWebhook {
-		return admissionregistrationv1.ValidatingWebhook{
-			Name: name,
-			ClientConfig: admissionregistrationv1.WebhookClientConfig{
-				URL:      ptr.To(fmt.Sprintf("https://127.0.0.1:%d%s", g.Port, path)),
-				CABundle: g.CABundle,
-			},
-			Rules: []admissionregistrationv1.RuleWithOperations{{
-				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Update},
-				Rule: admissionregistrationv1.Rule{
-					APIGroups:   []string{gwv1.GroupName},
-					APIVersions: []string{"v1"},
-					// The resource alone: its status subresource is not sent.
-					Resources: []string{resource},
-					Scope:     ptr.To(admissionregistrationv1.NamespacedScope),
-				},
-			}},
-			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
-			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNoneOnDryRun),
-			TimeoutSeconds:          ptr.To[int32](10),
-			AdmissionReviewVersions: []string{"v1"},
+// WebhookConfiguration returns the ValidatingWebhookConfiguration users
+// install (manifests.WebhookConfiguration: its rules, matchConditions,
+// namespaceSelector, failurePolicy and timeoutSeconds) with only the client
+// config changed: each webhook calls the guard at
+// https://127.0.0.1:<port><its path> and trusts g.CABundle.
+func (g *Guard) WebhookConfiguration() (*admissionregistrationv1.ValidatingWebhookConfiguration, error) {
+	vwc, err := manifests.WebhookConfiguration()
+	if err != nil {
+		return nil, err
+	}
+	for i, w := range vwc.Webhooks {
+		if w.ClientConfig.Service == nil || w.ClientConfig.Service.Path == nil {
+			return nil, fmt.Errorf("webhook %s of the install calls no Service path", w.Name)
+		}
+		vwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{
+			URL:      ptr.To(fmt.Sprintf("https://127.0.0.1:%d%s", g.Port, *w.ClientConfig.Service.Path)),
+			CABundle: g.CABundle,
 		}
 	}
-	return &admissionregistrationv1.ValidatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: WebhookConfiguration},
-		Webhooks: []admissionregistrationv1.ValidatingWebhook{
-			hook(HTTPRouteWebhook, pathHTTPRoute, "httproutes"),
-			hook(GRPCRouteWebhook, pathGRPCRoute, "grpcroutes"),
-		},
-	}
+	return vwc, nil
 }
 
 // Register creates (or replaces) the guard's webhook configuration and
@@ -72,9 +54,12 @@ func (g *Guard) WebhookConfiguration() *admissionregistrationv1.ValidatingWebhoo
 // and of a GRPCRoute, each switching to a Service that does not exist, is
 // denied by the guard.
 func Register(ctx context.Context, c client.Client, g *Guard, timeout time.Duration) error {
-	want := g.WebhookConfiguration()
+	want, err := g.WebhookConfiguration()
+	if err != nil {
+		return err
+	}
 	var have admissionregistrationv1.ValidatingWebhookConfiguration
-	err := c.Get(ctx, client.ObjectKey{Name: want.Name}, &have)
+	err = c.Get(ctx, client.ObjectKey{Name: want.Name}, &have)
 	switch {
 	case apierrors.IsNotFound(err):
 		err = c.Create(ctx, want)

@@ -21,6 +21,6 @@ func TestFreePortsAreDistinctAndFree(t *testing.T) {
 		if err != nil {
 			t.Fatalf("port %d is not free after FreePorts returned: %v", p, err)
 		}
-		l.Close()
+		_ = l.Close()
 	}
 }

@@ -35,7 +35,7 @@ func TestIssuedPairVerifiesAgainstItsCA(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", host, err)
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 	}
 	other, _ := Issue()
 	untrusting := x509.NewCertPool()

@@ -8,8 +8,8 @@
 // Every server is torn down by t.Cleanup, also when the test fails: its
 // process group is killed and its data directory removed. Readiness is
 // polled against a deadline. Servers need the PostgreSQL and MariaDB server
-// binaries; when they are missing the test is skipped, unless
-// TESTDB_REQUIRE=1, in which case it fails.
+// binaries; when they are missing the test is skipped, or failed with
+// testenv.RequiredEnv=1.
 package testdb
 
 import (
@@ -41,6 +41,9 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sys/unix"
+
+	"github.com/cutover-guard/cutover-guard/internal/tail"
+	"github.com/cutover-guard/cutover-guard/internal/testenv"
 )
 
 // startTimeout bounds how long a server may take to become ready.
@@ -153,7 +156,7 @@ func StartPostgres(t testing.TB, o PostgresOptions) *Server {
 		if err != nil {
 			return err
 		}
-		defer conn.Close(context.Background())
+		defer func() { _ = conn.Close(context.Background()) }()
 		_, err = conn.Exec(ctx, "CREATE DATABASE "+quoteIdent(o.Database)).ReadAll()
 		return err
 	}
@@ -269,12 +272,12 @@ func Blackhole(t testing.TB) string {
 		}
 	}()
 	t.Cleanup(func() {
-		ln.Close()
+		_ = ln.Close()
 		<-done
 		mu.Lock()
 		defer mu.Unlock()
 		for _, c := range conns {
-			c.Close()
+			_ = c.Close()
 		}
 	})
 	return ln.Addr().String()
@@ -288,7 +291,7 @@ func ClosedPort(t testing.TB) string {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	ln.Close()
+	_ = ln.Close()
 	return addr
 }
 
@@ -334,29 +337,29 @@ func StartProxy(t testing.TB, target string) *Proxy {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer c.Close()
+				defer func() { _ = c.Close() }()
 				up, err := net.Dial("tcp", target)
 				if err != nil {
 					return
 				}
-				defer up.Close()
+				defer func() { _ = up.Close() }()
 				track(c, true)
 				track(up, true)
 				defer track(c, false)
 				defer track(up, false)
 				copied := make(chan struct{}, 2)
-				go func() { io.Copy(up, c); up.Close(); copied <- struct{}{} }()
-				go func() { io.Copy(c, up); c.Close(); copied <- struct{}{} }()
+				go func() { _, _ = io.Copy(up, c); _ = up.Close(); copied <- struct{}{} }()
+				go func() { _, _ = io.Copy(c, up); _ = c.Close(); copied <- struct{}{} }()
 				<-copied
 				<-copied
 			}()
 		}
 	}()
 	t.Cleanup(func() {
-		ln.Close()
+		_ = ln.Close()
 		mu.Lock()
 		for c := range open {
-			c.Close()
+			_ = c.Close()
 		}
 		mu.Unlock()
 		wg.Wait()
@@ -381,7 +384,7 @@ func startProcess(t testing.TB, cmd *exec.Cmd, logPath string, stop syscall.Sign
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logf.Close() // the child has its own descriptor
+	defer func() { _ = logf.Close() }() // the child has its own descriptor
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", filepath.Base(cmd.Path), err)
@@ -420,13 +423,7 @@ func (p *process) kill(stop syscall.Signal) {
 	_ = p.cmd.Wait()
 }
 
-func (p *process) logTail() string {
-	b, _ := os.ReadFile(p.log)
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return string(b)
-}
+func (p *process) logTail() string { return tail.File(p.log, 40) }
 
 // runUntilReady starts the server on a free port and polls ready until it
 // succeeds. If the process exits first (the port was taken meanwhile), it
@@ -468,7 +465,7 @@ func freePort(t testing.TB) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
@@ -481,7 +478,7 @@ func credentialFor(t testing.TB, name string) *syscall.Credential {
 	}
 	u, err := user.Lookup(name)
 	if err != nil {
-		unavailable(t, fmt.Sprintf("running as root and there is no %q user to run the server as", name))
+		testenv.Unavailable(t, "running as root and there is no %q user to run the server as", name)
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
@@ -548,7 +545,7 @@ func postgresBin(t testing.TB) string {
 			return dir
 		}
 	}
-	unavailable(t, "no PostgreSQL server binaries (set TESTDB_PG_BIN)")
+	testenv.Unavailable(t, "no PostgreSQL server binaries (set TESTDB_PG_BIN)")
 	return ""
 }
 
@@ -556,7 +553,7 @@ func mariadbBins(t testing.TB) (install, server string) {
 	t.Helper()
 	install, err := exec.LookPath("mariadb-install-db")
 	if err != nil {
-		unavailable(t, "no mariadb-install-db")
+		testenv.Unavailable(t, "no mariadb-install-db")
 	}
 	for _, s := range []string{"/usr/sbin/mariadbd", "/usr/sbin/mysqld"} {
 		if _, err := os.Stat(s); err == nil {
@@ -566,16 +563,8 @@ func mariadbBins(t testing.TB) (install, server string) {
 	if s, err := exec.LookPath("mariadbd"); err == nil {
 		return install, s
 	}
-	unavailable(t, "no mariadbd")
+	testenv.Unavailable(t, "no mariadbd")
 	return "", ""
-}
-
-func unavailable(t testing.TB, why string) {
-	t.Helper()
-	if os.Getenv("TESTDB_REQUIRE") == "1" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
 }
 
 // selfSigned returns a PEM certificate and key for 127.0.0.1 and localhost.

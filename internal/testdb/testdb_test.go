@@ -24,7 +24,7 @@ func checkTornDown(t *testing.T, s *Server) {
 		t.Errorf("process group %d still exists (%v)", s.proc.cmd.Process.Pid, err)
 	}
 	if c, err := net.DialTimeout("tcp", s.Addr(), time.Second); err == nil {
-		c.Close()
+		_ = c.Close()
 		t.Errorf("%s still accepts connections", s.Addr())
 	}
 }
@@ -40,7 +40,7 @@ func TestPostgres(t *testing.T) {
 		if err != nil {
 			t.Fatalf("connect: %v", err)
 		}
-		conn.Close(context.Background())
+		_ = conn.Close(context.Background())
 		bad := *s
 		bad.Password = "wrong"
 		var pgErr *pgconn.PgError
@@ -65,7 +65,7 @@ func TestPostgresTLS(t *testing.T) {
 	if err != nil {
 		t.Fatalf("connect with sslmode=require: %v", err)
 	}
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.Background()) }()
 	if _, ok := conn.Conn().(*tls.Conn); !ok {
 		t.Fatalf("connection is %T, want *tls.Conn", conn.Conn())
 	}
@@ -93,8 +93,8 @@ func TestBlackholeNeverAnswers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	defer func() { _ = c.Close() }()
+	_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	n, err := c.Read(make([]byte, 1))
 	var ne net.Error
 	if n != 0 || !errors.As(err, &ne) || !ne.Timeout() {
@@ -114,15 +114,15 @@ func TestProxyCountsAndForwards(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			c.Write([]byte("hi"))
-			c.Close()
+			_, _ = c.Write([]byte("hi"))
+			_ = c.Close()
 		}
 	}()
 	p := StartProxy(t, ln.Addr().String())
@@ -132,11 +132,11 @@ func TestProxyCountsAndForwards(t *testing.T) {
 			t.Fatal(err)
 		}
 		buf := make([]byte, 2)
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if _, err := c.Read(buf); err != nil || string(buf) != "hi" {
 			t.Fatalf("connection %d read %q, %v", i, buf, err)
 		}
-		c.Close()
+		_ = c.Close()
 	}
 	if got := p.Accepts(); got != 3 {
 		t.Fatalf("Accepts() = %d, want 3", got)
