@@ -42,7 +42,7 @@ fuzz: ## every fuzz target, briefly
 
 # CUTOVER_GUARD_TEST_REQUIRED=1 (internal/testenv): a test that finds the
 # tools or a database missing fails instead of skipping.
-test: check-fmt vet tools build ## everything: format, vet, unit, database, e2e and fuzz tests
+test: check-fmt vet lint tools build ## everything: format, vet, lint, unit, database, e2e and fuzz tests
 	CUTOVER_GUARD_TEST_REQUIRED=1 $(GO) test -race -count=1 -timeout=40m ./...
 	CUTOVER_GUARD_TEST_REQUIRED=1 $(MAKE) fuzz
 
@@ -55,7 +55,7 @@ bench: build tools ## benchmarks, not part of `make test`: prints a table and up
 soak: build tools ## soak run, not part of `make test`: switches and edits while green flaps and its database path fails; exits 1 if an invariant breaks; SOAK_DURATION=10m for longer
 	$(GO) run ./soak -guard=$(BIN)/cutover-guard -duration=$(SOAK_DURATION)
 
-lint:
+lint: ## golangci-lint over the whole repository (part of make test)
 	$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	"$$($(GO) env GOPATH)/bin/golangci-lint" run ./...
 

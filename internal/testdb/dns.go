@@ -84,7 +84,7 @@ func (s *DNS) Asked(name string) bool {
 
 // Resolver resolves with the Go resolver, sending every query to this
 // server whatever /etc/resolv.conf says, in the form of
-// checks.ProberOptions.Resolver.
+// probe.ProberOptions.Resolver.
 //
 // A lookup the caller gave up on would keep reading its socket until the
 // resolver's own per-query timeout (resolv.conf's, 5 s by default): the
