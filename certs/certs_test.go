@@ -84,7 +84,9 @@ func TestSelectByName(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
+		if err := resp.Body.Close(); err != nil {
+			t.Fatal(err)
+		}
 		if r.URL.String() != before {
 			t.Errorf("the caller's request was modified: %s became %s", before, r.URL)
 		}

@@ -117,13 +117,15 @@ func writeFile(dir, name string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after the rename
+	// After the rename there is nothing left to remove; before it, the
+	// error that matters is the one returned.
+	defer func() { _ = os.Remove(tmp) }()
 	if err := f.Chmod(mode); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	if _, err := f.Write(data); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	if err := f.Close(); err != nil {
