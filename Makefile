@@ -39,6 +39,7 @@ fuzz: ## every fuzz target, briefly
 	$(GO) test -run='^$$' -fuzz='^FuzzTargets$$' -fuzztime=$(FUZZTIME) ./webhook
 	$(GO) test -run='^$$' -fuzz='^FuzzHandler$$' -fuzztime=$(FUZZTIME) ./webhook
 	$(GO) test -run='^$$' -fuzz='^FuzzParseDSN$$' -fuzztime=$(FUZZTIME) ./checks/probe
+	$(GO) test -run='^$$' -fuzz='^FuzzExpandEnv$$' -fuzztime=$(FUZZTIME) ./checks
 
 test: check-fmt vet tools build ## everything: format, vet, unit, database, e2e and fuzz tests
 	CUTOVER_GUARD_E2E_REQUIRED=1 $(GO) test -race -count=1 -timeout=40m ./...

@@ -162,19 +162,24 @@ func (e *envResolver) entry(ce *containerEnv, i int) envValue {
 	switch {
 	case ev.ValueFrom == nil:
 		src := dsnSource{kind: "env", namespace: dep.Namespace, envName: name, container: c.Name, deployment: dep.Name}
+		lookup := func(ref string) envValue {
+			if m := ce.before(ref, i); m >= 0 {
+				return ce.vals[m]
+			}
+			return e.envFromValue(ce, ref)
+		}
+		// A variable built from one past a limit is past it too, for the
+		// same cause: name that one.
+		for _, ref := range envRefs(ev.Value) {
+			if rv := lookup(ref); rv.tooLong != "" {
+				return envValue{src: src, tooLong: rv.tooLong, overBudget: rv.overBudget}
+			}
+		}
 		tooLong, overBudget := "", false
 		seenRef := map[string]bool{}
 		limit := min(maxExpandedEnvLen, maxExpandedEnvTotal-e.expanded)
 		v, fits := expandEnv(ev.Value, limit, func(ref string) (string, bool) {
-			var rv envValue
-			if m := ce.before(ref, i); m >= 0 {
-				rv = ce.vals[m]
-			} else {
-				rv = e.envFromValue(ce, ref)
-			}
-			if rv.tooLong != "" && tooLong == "" {
-				tooLong, overBudget = rv.tooLong, rv.overBudget
-			}
+			rv := lookup(ref)
 			if rv.ok && !seenRef[ref] {
 				seenRef[ref] = true
 				src.refs = append(src.refs, "$("+probe.Printable(ref)+") from "+rv.src.base())
@@ -356,9 +361,10 @@ func (e *envResolver) add(f Finding) {
 	}
 }
 
-// expandEnv expands $(NAME) references in s like the kubelet: $$ is a
-// literal $, an unresolved, empty or unterminated reference stays as
-// written, and a value looked up is not expanded again. fits is false, and
+// expandEnv expands $(NAME) references in s like the kubelet
+// (k8s.io/kubernetes third_party/forked/golang/expansion): $$ is a literal
+// $, an unresolved, empty or unterminated reference stays as written, and a
+// value looked up is not expanded again. fits is false, and
 // the result cut short, when it would be longer than limit bytes (a
 // negative limit is no limit).
 func expandEnv(s string, limit int, lookup func(string) (string, bool)) (_ string, fits bool) {
@@ -373,6 +379,7 @@ func expandEnv(s string, limit int, lookup func(string) (string, bool)) (_ strin
 		b.WriteString(v)
 		return true
 	}
+	unclosed := false
 	for i := 0; i < len(s); i++ {
 		out := s[i : i+1]
 		if s[i] == '$' && i+1 < len(s) {
@@ -380,10 +387,18 @@ func expandEnv(s string, limit int, lookup func(string) (string, bool)) (_ strin
 			case '$':
 				i++
 			case '(':
-				end := strings.IndexByte(s[i+2:], ')')
+				end := -1
+				if !unclosed {
+					end = strings.IndexByte(s[i+2:], ')')
+				}
 				if end < 0 {
-					fits := write(s[i:])
-					return b.String(), fits
+					// An unterminated reference: "$(" stays and the
+					// scan goes on after it ($$ still escapes). No ')'
+					// follows, so none is looked for again.
+					unclosed = true
+					out = "$("
+					i++
+					break
 				}
 				name := s[i+2 : i+2+end]
 				v, ok := "", false
