@@ -119,11 +119,11 @@ func kubeletExpand(s string, defined map[string]string) string {
 			continue
 		}
 		next := s[i+1]
-		switch {
-		case next == '$':
+		switch next {
+		case '$':
 			out.WriteByte('$')
 			i++
-		case next == '(':
+		case '(':
 			closeAt := strings.IndexByte(s[i+2:], ')')
 			if closeAt < 0 {
 				out.WriteString("$(")

@@ -85,9 +85,10 @@ func TestDatabaseReachableCapsConnectionStrings(t *testing.T) {
 			var caps []Finding
 			probed := 0
 			for _, f := range got {
-				if f.Reason == ReasonDatabaseTooManyURLs {
+				switch f.Reason {
+				case ReasonDatabaseTooManyURLs:
 					caps = append(caps, f)
-				} else if f.Reason == ReasonDatabaseConnectRefused {
+				case ReasonDatabaseConnectRefused:
 					probed++
 				}
 			}
