@@ -39,6 +39,7 @@ fuzz: ## every fuzz target, briefly
 	$(GO) test -run='^$$' -fuzz='^FuzzTargets$$' -fuzztime=$(FUZZTIME) ./webhook
 	$(GO) test -run='^$$' -fuzz='^FuzzHandler$$' -fuzztime=$(FUZZTIME) ./webhook
 	$(GO) test -run='^$$' -fuzz='^FuzzParseDSN$$' -fuzztime=$(FUZZTIME) ./checks/probe
+	$(GO) test -run='^$$' -fuzz='^FuzzExpandEnv$$' -fuzztime=$(FUZZTIME) ./checks
 
 # CUTOVER_GUARD_TEST_REQUIRED=1 (internal/testenv): a test that finds the
 # tools or a database missing fails instead of skipping.

@@ -33,7 +33,14 @@ type Input struct {
 	// DatabaseEnv names the environment variables that hold a connection
 	// string; empty means DefaultDatabaseURLEnv.
 	DatabaseEnv []string
-	Target      Target
+	// MaxDatabaseURLs bounds the distinct connection strings probed for
+	// this target; more is a Deny finding. Default
+	// DefaultMaxDatabaseURLsPerTarget.
+	MaxDatabaseURLs int
+	Target          Target
+	// requestURLs, set by Guard, is what is left of the update's budget of
+	// connection strings; nil is no bound beyond MaxDatabaseURLs.
+	requestURLs *urlBudget
 
 	// Service and Port are set by Reference when the reference is usable:
 	// the target's Service and the Service port the backendRef maps to.

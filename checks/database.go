@@ -2,7 +2,10 @@ package checks
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
+	"slices"
+	"sync"
 
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/types"
@@ -22,6 +25,9 @@ const (
 	// but could not verify the server's certificate chain: the connection
 	// string names a CA file, which lives in the application's pod.
 	ReasonDatabaseChainNotVerified Reason = "DatabaseChainNotVerified"
+	// ReasonDatabaseTooManyURLs marks a target, or an update, that names
+	// more connection strings (or env var names) than the guard checks.
+	ReasonDatabaseTooManyURLs Reason = "DatabaseTooManyURLs"
 
 	ReasonDatabaseNoUser             = Reason(probe.ReasonNoUser)
 	ReasonDatabaseURLInvalid         = Reason(probe.ReasonURLInvalid)
@@ -58,6 +64,44 @@ const (
 // maxConcurrentProbes bounds the probes one target runs at once.
 const maxConcurrentProbes = 4
 
+// DefaultMaxDatabaseURLsPerTarget is the default of Input.MaxDatabaseURLs
+// (--max-database-urls-per-target): the distinct connection strings the
+// database check probes for one target.
+const DefaultMaxDatabaseURLsPerTarget = 8
+
+// urlBudget is the distinct connection strings one update may still have
+// probed, shared by its targets (Guard.MaxDatabaseURLsPerRequest).
+type urlBudget struct {
+	mu    sync.Mutex
+	limit int
+	left  int
+	taken map[[sha256.Size]byte]bool
+}
+
+func newURLBudget(n int) *urlBudget {
+	return &urlBudget{limit: n, left: n, taken: map[[sha256.Size]byte]bool{}}
+}
+
+// take reports whether dsn may be probed: it was taken before (another
+// target names it too), or the budget has room left.
+func (b *urlBudget) take(dsn string) bool {
+	if b == nil {
+		return true
+	}
+	k := sha256.Sum256([]byte(dsn))
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.taken[k] {
+		return true
+	}
+	if b.left == 0 {
+		return false
+	}
+	b.left--
+	b.taken[k] = true
+	return true
+}
+
 // DatabaseReachable finds the connection strings the pods of in.Deployments
 // use and probes each distinct one once with in.Prober.
 //
@@ -84,6 +128,28 @@ func DatabaseReachable(ctx context.Context, in *Input) ([]Finding, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Past the caps the target is denied; the strings within them are
+	// still probed (at most the cap), so their findings come along.
+	limit := in.MaxDatabaseURLs
+	if limit <= 0 {
+		limit = DefaultMaxDatabaseURLsPerTarget
+	}
+	if len(uses) > limit {
+		findings = append(findings, tooManyURLs(svc, uses, limit))
+		uses = uses[:limit]
+	}
+	for i, u := range uses {
+		if !in.requestURLs.take(u.value) {
+			findings = append(findings, Finding{
+				Check: CheckDatabase, Severity: Deny, Service: svc, Object: u.src.object(), Reason: ReasonDatabaseTooManyURLs,
+				Message: fmt.Sprintf("the targets of this update name more than %d connection strings; the guard checks at most %d per update, and %d of service %s were left unchecked",
+					in.requestURLs.limit, in.requestURLs.limit, len(uses)-i, svc),
+				Fix: "switch fewer backends in one update, or point them at fewer distinct connection strings",
+			})
+			uses = uses[:i]
+			break
+		}
+	}
 	results := make([]probe.Result, len(uses))
 	var g errgroup.Group
 	g.SetLimit(maxConcurrentProbes)
@@ -102,6 +168,27 @@ func DatabaseReachable(ctx context.Context, in *Input) ([]Finding, error) {
 		}
 	}
 	return findings, nil
+}
+
+// tooManyURLs is the Deny finding of a target whose Deployments name more
+// than limit distinct connection strings.
+func tooManyURLs(svc types.NamespacedName, uses []dsnUse, limit int) Finding {
+	var deps []string
+	for _, u := range uses {
+		if !slices.Contains(deps, u.src.deployment) {
+			deps = append(deps, u.src.deployment)
+		}
+	}
+	who := "deployment " + deps[0] + " names"
+	if len(deps) > 1 {
+		who = "deployments " + nameList(deps) + " name"
+	}
+	return Finding{
+		Check: CheckDatabase, Severity: Deny, Service: svc, Object: "deployment " + deps[0], Reason: ReasonDatabaseTooManyURLs,
+		Message: fmt.Sprintf("%s %d connection strings; the guard checks at most %d", who, len(uses), limit),
+		Fix: fmt.Sprintf("point the env vars of annotation %s (or --database-url-env) at no more than %d distinct connection strings",
+			AnnotationDatabaseURLEnv, limit),
+	}
 }
 
 // databaseFinding turns the probe of a string found at src into a finding;

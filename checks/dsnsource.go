@@ -28,7 +28,8 @@ func discoverDSNs(ctx context.Context, r client.Reader, svc types.NamespacedName
 	if len(envNames) == 0 {
 		envNames = []string{DefaultDatabaseURLEnv}
 	}
-	res := &envResolver{ctx: ctx, r: r, svc: svc, objects: map[objectKey]fetched{}, reported: map[string]bool{}}
+	res := &envResolver{ctx: ctx, r: r, svc: svc, objects: map[objectKey]fetched{}, reported: map[string]bool{},
+		containers: map[*corev1.Container]*containerEnv{}}
 	var uses []dsnUse
 	seen := map[string]bool{}
 	var looked []string
@@ -37,7 +38,16 @@ func discoverDSNs(ctx context.Context, r client.Reader, svc types.NamespacedName
 		dep := &deployments[i]
 		names := envNames
 		if a, ok := dep.Annotations[AnnotationDatabaseURLEnv]; ok {
-			names = splitNames(a)
+			var over bool
+			names, over = splitNames(a, maxAnnotationEnvNames)
+			if over {
+				res.add(Finding{
+					Check: CheckDatabase, Severity: Deny, Service: svc, Object: "deployment " + dep.Name, Reason: ReasonDatabaseTooManyURLs,
+					Message: fmt.Sprintf("annotation %s of deployment %s names more than %d env vars; the guard reads at most %d",
+						AnnotationDatabaseURLEnv, dep.Name, maxAnnotationEnvNames, maxAnnotationEnvNames),
+					Fix: fmt.Sprintf("name only the env vars that hold connection strings, at most %d, in annotation %s", maxAnnotationEnvNames, AnnotationDatabaseURLEnv),
+				})
+			}
 			if len(names) == 0 {
 				continue // turned off for this Deployment
 			}
@@ -60,12 +70,18 @@ func discoverDSNs(ctx context.Context, r client.Reader, svc types.NamespacedName
 		for ci := range containers {
 			c := &containers[ci]
 			for _, n := range names {
-				v, src, ok := res.value(dep, c, n, len(c.Env))
-				if !ok || seen[v] {
+				v := res.value(dep, c, n)
+				if res.err != nil {
+					return nil, nil, res.err
+				}
+				if v.tooLong != "" {
+					res.tooLong(dep, c, n, v)
+				}
+				if !v.ok || seen[v.v] {
 					continue
 				}
-				seen[v] = true
-				uses = append(uses, dsnUse{value: v, src: src})
+				seen[v.v] = true
+				uses = append(uses, dsnUse{value: v.v, src: v.src})
 			}
 		}
 	}
@@ -85,14 +101,23 @@ func discoverDSNs(ctx context.Context, r client.Reader, svc types.NamespacedName
 	return uses, res.findings, nil
 }
 
-func splitNames(s string) []string {
+// maxAnnotationEnvNames bounds the env var names read from
+// AnnotationDatabaseURLEnv: more is a Deny finding.
+const maxAnnotationEnvNames = 16
+
+// splitNames returns the distinct names of the comma-separated list s, at
+// most limit of them; over is true if s names more.
+func splitNames(s string, limit int) (_ []string, over bool) {
 	var out []string
 	for n := range strings.SplitSeq(s, ",") {
 		if n = strings.TrimSpace(n); n != "" && !slices.Contains(out, n) {
+			if len(out) == limit {
+				return out, true
+			}
 			out = append(out, n)
 		}
 	}
-	return out
+	return out, false
 }
 
 func nameList(names []string) string {
@@ -125,11 +150,19 @@ func (s dsnSource) base() string {
 	}
 }
 
+// maxListedRefs bounds the references a source names.
+const maxListedRefs = 4
+
 func (s dsnSource) String() string {
 	if len(s.refs) == 0 {
 		return s.base()
 	}
-	return s.base() + " (with " + strings.Join(s.refs, ", ") + ")"
+	refs := s.refs
+	more := ""
+	if len(refs) > maxListedRefs {
+		refs, more = refs[:maxListedRefs], fmt.Sprintf(" and %d more", len(refs)-maxListedRefs)
+	}
+	return s.base() + " (with " + strings.Join(refs, ", ") + more + ")"
 }
 
 func (s dsnSource) object() string {

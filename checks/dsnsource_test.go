@@ -332,8 +332,8 @@ func TestExpandEnv(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			if got := expandEnv(tc.in, lookup); got != tc.want {
-				t.Errorf("expandEnv(%q) = %q, want %q", tc.in, got, tc.want)
+			if got, fits := expandEnv(tc.in, -1, lookup); got != tc.want || !fits {
+				t.Errorf("expandEnv(%q) = %q, %v; want %q, true", tc.in, got, fits, tc.want)
 			}
 		})
 	}

@@ -3,6 +3,7 @@ package checks
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -34,45 +35,187 @@ type envResolver struct {
 	objects  map[objectKey]fetched
 	findings []Finding
 	reported map[string]bool
+	// containers memoizes each container's environment.
+	containers map[*corev1.Container]*containerEnv
+	// expanded counts the bytes literal values expanded to, against
+	// maxExpandedEnvTotal.
+	expanded int
 	// err is the first read that failed other than NotFound: the check
 	// cannot decide, and ends with it.
 	err error
 }
 
-// value resolves variable name in container c from env entries before index
-// upTo and from envFrom. ok is false if the variable is unset, optional and
-// missing, comes from a field reference, or its source is broken (which adds
-// a finding) or could not be read (which sets e.err).
-func (e *envResolver) value(dep *appsv1.Deployment, c *corev1.Container, name string, upTo int) (string, dsnSource, bool) {
-	for i := upTo - 1; i >= 0; i-- {
+// maxExpandedEnvLen bounds the value one env entry expands to. A
+// connection string is far shorter; a value past it is a Deny finding, so
+// that chained references ($(V1)$(V1) in V2, and so on) cannot make the
+// guard build gigabytes.
+const maxExpandedEnvLen = 32 << 10
+
+// maxExpandedEnvTotal bounds the bytes all the variables one database check
+// needs expand to together, so that many variables each under
+// maxExpandedEnvLen cannot add up to a flood either.
+const maxExpandedEnvTotal = 1 << 20
+
+// ReasonDatabaseEnvTooLong marks an env var a connection string is built
+// from whose expansion exceeds the guard's limit.
+const ReasonDatabaseEnvTooLong Reason = "DatabaseEnvTooLong"
+
+// containerEnv is one container's environment as the kubelet builds it:
+// envFrom sources first (a later source overriding an earlier one), then env
+// in order, each entry expanded once against the entries before it. Entries
+// are evaluated lazily, only those a wanted variable depends on, and kept.
+type containerEnv struct {
+	dep *appsv1.Deployment
+	c   *corev1.Container
+	// byName lists, per name, the indices of the env entries that set it,
+	// ascending.
+	byName map[string][]int
+	vals   map[int]envValue
+	// fromEnvFrom memoizes lookups in envFrom, by name.
+	fromEnvFrom map[string]envValue
+}
+
+// envValue is one resolved variable. ok is false if it is unset, optional
+// and missing, comes from a field reference, or its source is broken.
+// tooLong names the variable whose expansion went past maxExpandedEnvLen
+// (this one or one it refers to), or past maxExpandedEnvTotal if
+// overBudget; the value is then empty.
+type envValue struct {
+	v          string
+	src        dsnSource
+	ok         bool
+	tooLong    string
+	overBudget bool
+}
+
+func (e *envResolver) containerEnv(dep *appsv1.Deployment, c *corev1.Container) *containerEnv {
+	if ce, ok := e.containers[c]; ok {
+		return ce
+	}
+	ce := &containerEnv{dep: dep, c: c, byName: map[string][]int{}, vals: map[int]envValue{}, fromEnvFrom: map[string]envValue{}}
+	for i := range c.Env {
+		ce.byName[c.Env[i].Name] = append(ce.byName[c.Env[i].Name], i)
+	}
+	e.containers[c] = ce
+	return ce
+}
+
+// before is the index of the last env entry before index upTo that sets
+// name, or -1 if none does (the name then comes from envFrom, if anywhere).
+func (ce *containerEnv) before(name string, upTo int) int {
+	idx := ce.byName[name]
+	n, _ := slices.BinarySearch(idx, upTo) // idx[n-1] < upTo <= idx[n]
+	if n == 0 {
+		return -1
+	}
+	return idx[n-1]
+}
+
+// value resolves variable name as the container sees it after its whole
+// env list. A source that could not be read sets e.err; ctx ending does too.
+func (e *envResolver) value(dep *appsv1.Deployment, c *corev1.Container, name string) envValue {
+	ce := e.containerEnv(dep, c)
+	j := ce.before(name, len(c.Env))
+	if j < 0 {
+		return e.envFromValue(ce, name)
+	}
+	if v, done := ce.vals[j]; done {
+		return v
+	}
+	// Find the entries j depends on, without recursion: each is visited
+	// once, and every reference points to an earlier entry.
+	needed := []int{j}
+	seen := map[int]bool{j: true}
+	for k := 0; k < len(needed); k++ {
+		i := needed[k]
 		ev := &c.Env[i]
-		if ev.Name != name {
+		if ev.ValueFrom != nil || !strings.Contains(ev.Value, "$") {
 			continue
 		}
-		user := fmt.Sprintf("env %s of container %s in deployment %s", probe.Printable(name), c.Name, dep.Name)
-		switch {
-		case ev.ValueFrom == nil:
-			src := dsnSource{kind: "env", namespace: dep.Namespace, envName: name, container: c.Name, deployment: dep.Name}
-			v := expandEnv(ev.Value, func(ref string) (string, bool) {
-				rv, rsrc, ok := e.value(dep, c, ref, i)
-				if ok {
-					src.refs = append(src.refs, "$("+probe.Printable(ref)+") from "+rsrc.base())
+		for _, ref := range envRefs(ev.Value) {
+			if m := ce.before(ref, i); m >= 0 && !seen[m] {
+				if _, done := ce.vals[m]; !done {
+					seen[m] = true
+					needed = append(needed, m)
 				}
-				return rv, ok
-			})
-			return v, src, true
-		case ev.ValueFrom.SecretKeyRef != nil:
-			ref := ev.ValueFrom.SecretKeyRef
-			v, ok := e.key("secret", ref.Name, ref.Key, ref.Optional != nil && *ref.Optional, user, dep.Name)
-			return v, dsnSource{kind: "secret", namespace: dep.Namespace, name: ref.Name, key: ref.Key, envName: name, container: c.Name, deployment: dep.Name}, ok
-		case ev.ValueFrom.ConfigMapKeyRef != nil:
-			ref := ev.ValueFrom.ConfigMapKeyRef
-			v, ok := e.key("configmap", ref.Name, ref.Key, ref.Optional != nil && *ref.Optional, user, dep.Name)
-			return v, dsnSource{kind: "configmap", namespace: dep.Namespace, name: ref.Name, key: ref.Key, envName: name, container: c.Name, deployment: dep.Name}, ok
-		default:
-			return "", dsnSource{}, false
+			}
 		}
 	}
+	slices.Sort(needed)
+	for _, i := range needed {
+		if e.err == nil {
+			e.err = e.ctx.Err() // nothing runs on past the deadline
+		}
+		if e.err != nil {
+			return envValue{}
+		}
+		ce.vals[i] = e.entry(ce, i)
+	}
+	return ce.vals[j]
+}
+
+// entry evaluates env entry i of ce, whose dependencies are evaluated.
+func (e *envResolver) entry(ce *containerEnv, i int) envValue {
+	dep, c, ev := ce.dep, ce.c, &ce.c.Env[i]
+	name := ev.Name
+	user := fmt.Sprintf("env %s of container %s in deployment %s", probe.Printable(name), c.Name, dep.Name)
+	switch {
+	case ev.ValueFrom == nil:
+		src := dsnSource{kind: "env", namespace: dep.Namespace, envName: name, container: c.Name, deployment: dep.Name}
+		lookup := func(ref string) envValue {
+			if m := ce.before(ref, i); m >= 0 {
+				return ce.vals[m]
+			}
+			return e.envFromValue(ce, ref)
+		}
+		// A variable built from one past a limit is past it too, for the
+		// same cause: name that one.
+		for _, ref := range envRefs(ev.Value) {
+			if rv := lookup(ref); rv.tooLong != "" {
+				return envValue{src: src, tooLong: rv.tooLong, overBudget: rv.overBudget}
+			}
+		}
+		tooLong, overBudget := "", false
+		seenRef := map[string]bool{}
+		limit := min(maxExpandedEnvLen, maxExpandedEnvTotal-e.expanded)
+		v, fits := expandEnv(ev.Value, limit, func(ref string) (string, bool) {
+			rv := lookup(ref)
+			if rv.ok && !seenRef[ref] {
+				seenRef[ref] = true
+				src.refs = append(src.refs, "$("+probe.Printable(ref)+") from "+rv.src.base())
+			}
+			return rv.v, rv.ok
+		})
+		if !fits && tooLong == "" {
+			tooLong, overBudget = name, limit < maxExpandedEnvLen
+		}
+		if tooLong != "" {
+			return envValue{src: src, tooLong: tooLong, overBudget: overBudget}
+		}
+		e.expanded += len(v)
+		return envValue{v: v, src: src, ok: true}
+	case ev.ValueFrom.SecretKeyRef != nil:
+		ref := ev.ValueFrom.SecretKeyRef
+		v, ok := e.key("secret", ref.Name, ref.Key, ref.Optional != nil && *ref.Optional, user, dep.Name)
+		return envValue{v: v, ok: ok, src: dsnSource{kind: "secret", namespace: dep.Namespace, name: ref.Name, key: ref.Key, envName: name, container: c.Name, deployment: dep.Name}}
+	case ev.ValueFrom.ConfigMapKeyRef != nil:
+		ref := ev.ValueFrom.ConfigMapKeyRef
+		v, ok := e.key("configmap", ref.Name, ref.Key, ref.Optional != nil && *ref.Optional, user, dep.Name)
+		return envValue{v: v, ok: ok, src: dsnSource{kind: "configmap", namespace: dep.Namespace, name: ref.Name, key: ref.Key, envName: name, container: c.Name, deployment: dep.Name}}
+	default:
+		return envValue{}
+	}
+}
+
+// envFromValue looks name up in ce's envFrom sources, the last one that
+// holds it winning, as the kubelet does. Values from envFrom are not
+// expanded.
+func (e *envResolver) envFromValue(ce *containerEnv, name string) envValue {
+	if v, done := ce.fromEnvFrom[name]; done {
+		return v
+	}
+	dep, c := ce.dep, ce.c
+	var out envValue
 	for j := len(c.EnvFrom) - 1; j >= 0; j-- {
 		ef := &c.EnvFrom[j]
 		key, ok := strings.CutPrefix(name, ef.Prefix)
@@ -95,10 +238,33 @@ func (e *envResolver) value(dep *appsv1.Deployment, c *corev1.Container, name st
 			continue
 		}
 		if v, ok := data[key]; ok {
-			return v, dsnSource{kind: kind, namespace: dep.Namespace, name: objName, key: key, envName: name, container: c.Name, deployment: dep.Name}, true
+			out = envValue{v: v, ok: true, src: dsnSource{kind: kind, namespace: dep.Namespace, name: objName, key: key, envName: name, container: c.Name, deployment: dep.Name}}
+			break
 		}
 	}
-	return "", dsnSource{}, false
+	if e.err == nil {
+		ce.fromEnvFrom[name] = out
+	}
+	return out
+}
+
+// tooLong reports that env var name of container c, wanted as a connection
+// string, is built from v.tooLong, whose expansion exceeds a limit.
+func (e *envResolver) tooLong(dep *appsv1.Deployment, c *corev1.Container, name string, v envValue) {
+	culprit := v.tooLong
+	msg := fmt.Sprintf("env %s of container %s in deployment %s expands to more than %d bytes", probe.Printable(culprit), c.Name, dep.Name, maxExpandedEnvLen)
+	if v.overBudget {
+		msg = fmt.Sprintf("env %s of container %s in deployment %s expands past %d bytes with the variables expanded before it", probe.Printable(culprit), c.Name, dep.Name, maxExpandedEnvTotal)
+	}
+	if culprit != name {
+		msg += fmt.Sprintf(" (used by %s)", probe.Printable(name))
+	}
+	e.add(Finding{
+		Check: CheckDatabase, Severity: Deny, Service: e.svc, Object: "deployment " + dep.Name,
+		Reason: ReasonDatabaseEnvTooLong, Message: msg,
+		Fix: fmt.Sprintf("shorten env %s or the $(VAR) references it expands in deployment %s: a connection string needs far less than %d KiB",
+			probe.Printable(culprit), dep.Name, maxExpandedEnvLen>>10),
+	})
 }
 
 // key returns one key of a Secret or ConfigMap, reporting a missing object or
@@ -195,42 +361,75 @@ func (e *envResolver) add(f Finding) {
 	}
 }
 
-// expandEnv expands $(NAME) references like the kubelet: $$ is a literal $,
-// an unresolved or unterminated reference stays as written.
-func expandEnv(s string, lookup func(string) (string, bool)) string {
+// expandEnv expands $(NAME) references in s like the kubelet
+// (k8s.io/kubernetes third_party/forked/golang/expansion): $$ is a literal
+// $, an unresolved, empty or unterminated reference stays as written, and a
+// value looked up is not expanded again. fits is false, and
+// the result cut short, when it would be longer than limit bytes (a
+// negative limit is no limit).
+func expandEnv(s string, limit int, lookup func(string) (string, bool)) (_ string, fits bool) {
 	if !strings.Contains(s, "$") {
-		return s
+		return s, limit < 0 || len(s) <= limit
 	}
 	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] != '$' || i+1 == len(s) {
-			b.WriteByte(s[i])
-			continue
+	write := func(v string) bool {
+		if limit >= 0 && b.Len()+len(v) > limit {
+			return false
 		}
-		switch s[i+1] {
-		case '$':
-			b.WriteByte('$')
-			i++
-		case '(':
-			end := strings.IndexByte(s[i+2:], ')')
-			if end < 0 {
-				b.WriteString(s[i:])
-				return b.String()
+		b.WriteString(v)
+		return true
+	}
+	unclosed := false
+	for i := 0; i < len(s); i++ {
+		out := s[i : i+1]
+		if s[i] == '$' && i+1 < len(s) {
+			switch s[i+1] {
+			case '$':
+				i++
+			case '(':
+				end := -1
+				if !unclosed {
+					end = strings.IndexByte(s[i+2:], ')')
+				}
+				if end < 0 {
+					// An unterminated reference: "$(" stays and the
+					// scan goes on after it ($$ still escapes). No ')'
+					// follows, so none is looked for again.
+					unclosed = true
+					out = "$("
+					i++
+					break
+				}
+				name := s[i+2 : i+2+end]
+				v, ok := "", false
+				if name != "" {
+					v, ok = lookup(name)
+				}
+				if ok {
+					out = v
+				} else {
+					out = s[i : i+3+end]
+				}
+				i += 2 + end
 			}
-			name := s[i+2 : i+2+end]
-			v, ok := "", false
-			if name != "" {
-				v, ok = lookup(name)
-			}
-			if ok {
-				b.WriteString(v)
-			} else {
-				b.WriteString(s[i : i+3+end])
-			}
-			i += 2 + end
-		default:
-			b.WriteByte('$')
+		}
+		if !write(out) {
+			return b.String(), false
 		}
 	}
-	return b.String()
+	return b.String(), true
+}
+
+// envRefs lists the names s refers to with $(NAME), as expandEnv reads them.
+func envRefs(s string) []string {
+	var refs []string
+	seen := map[string]bool{}
+	_, _ = expandEnv(s, -1, func(name string) (string, bool) {
+		if !seen[name] {
+			seen[name] = true
+			refs = append(refs, name)
+		}
+		return "", false
+	})
+	return refs
 }

@@ -38,10 +38,24 @@ type Guard struct {
 	// route with hundreds of new backendRefs cannot flood the API server.
 	// Default DefaultMaxConcurrentTargets.
 	MaxConcurrentTargets int
+	// MaxDatabaseURLsPerTarget bounds the distinct connection strings
+	// probed for one target. Default DefaultMaxDatabaseURLsPerTarget.
+	MaxDatabaseURLsPerTarget int
+	// MaxDatabaseURLsPerRequest bounds the distinct connection strings
+	// probed for one update, across its targets: together with the
+	// per-target bound it caps the connections one update opens. Which
+	// targets' strings fit is first come, first served; the others get a
+	// Deny finding. Default DefaultMaxDatabaseURLsPerRequest.
+	MaxDatabaseURLsPerRequest int
 }
 
-// DefaultMaxConcurrentTargets is the default of Guard.MaxConcurrentTargets.
-const DefaultMaxConcurrentTargets = 16
+const (
+	// DefaultMaxConcurrentTargets is the default of Guard.MaxConcurrentTargets.
+	DefaultMaxConcurrentTargets = 16
+	// DefaultMaxDatabaseURLsPerRequest is the default of
+	// Guard.MaxDatabaseURLsPerRequest (--max-database-urls-per-request).
+	DefaultMaxDatabaseURLsPerRequest = 16
+)
 
 // Observed names an object a decision read, at the resourceVersion read, so
 // a decision can be traced to the state it saw.
@@ -93,6 +107,11 @@ func (g *Guard) Evaluate(ctx context.Context, targets []Target) (Result, error) 
 	}
 	// Not errgroup.WithContext: one target's error must not cancel the
 	// others' reads, and every target must report (a Timeout at worst).
+	perRequest := g.MaxDatabaseURLsPerRequest
+	if perRequest <= 0 {
+		perRequest = DefaultMaxDatabaseURLsPerRequest
+	}
+	budget := newURLBudget(perRequest)
 	var eg errgroup.Group
 	eg.SetLimit(limit)
 	for i, t := range targets {
@@ -103,7 +122,7 @@ func (g *Guard) Evaluate(ctx context.Context, targets []Target) (Result, error) 
 				results[i] = timedOut(t, CheckReference, 0)
 				return nil
 			}
-			results[i], errs[i] = g.evaluate(ctx, t)
+			results[i], errs[i] = g.evaluate(ctx, t, budget)
 			return nil
 		})
 	}
@@ -131,9 +150,10 @@ type outcome struct {
 // evaluate runs the checks for one target: Reference first (the others need
 // the Service), then DeploymentReady (the database check needs the
 // Deployments), then the rest concurrently.
-func (g *Guard) evaluate(ctx context.Context, t Target) (Result, error) {
+func (g *Guard) evaluate(ctx context.Context, t Target, budget *urlBudget) (Result, error) {
 	var res Result
-	in, done, err := runCheck(ctx, Input{Reader: g.Reader, Prober: g.Prober, DatabaseEnv: g.DatabaseEnv, Target: t}, &res, CheckReference, Reference)
+	in := Input{Reader: g.Reader, Prober: g.Prober, DatabaseEnv: g.DatabaseEnv, MaxDatabaseURLs: g.MaxDatabaseURLsPerTarget, Target: t, requestURLs: budget}
+	in, done, err := runCheck(ctx, in, &res, CheckReference, Reference)
 	if err != nil || !done || in.Service == nil {
 		return res, err
 	}

@@ -8,10 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	"golang.org/x/sync/singleflight"
 )
 
 const (
@@ -19,6 +16,9 @@ const (
 	DefaultTimeout = 2 * time.Second
 	// DefaultCacheTTL is how long a probe result is reused (--db-cache-ttl).
 	DefaultCacheTTL = 10 * time.Second
+	// DefaultMaxInFlight bounds the probes a Prober runs at once
+	// (--db-max-in-flight).
+	DefaultMaxInFlight = 32
 )
 
 // ProberOptions configures a Prober. A zero field whose zero has no meaning
@@ -35,6 +35,11 @@ type ProberOptions struct {
 	// string; zero or negative turns the cache off. DefaultCacheTTL is the
 	// guard's default.
 	CacheTTL time.Duration
+	// MaxInFlight bounds the probes running at once, process-wide; a probe
+	// beyond it waits for a slot as long as a caller waits for it, and is
+	// never started once every caller has gone or its deadline has passed.
+	// Default DefaultMaxInFlight.
+	MaxInFlight int
 	// Resolver looks up a host name. Default net.DefaultResolver.
 	Resolver func(ctx context.Context, host string) ([]netip.Addr, error)
 	// Dial opens a TCP connection to an address the host policy has
@@ -51,7 +56,8 @@ type ProberOptions struct {
 // Prober checks that a connection string leads to a database that answers.
 // Results are cached briefly, keyed by a SHA-256 of the connection string,
 // and concurrent probes of the same string share one connection attempt.
-// A Prober is safe for concurrent use.
+// At most MaxInFlight probes run at once. A Prober is safe for concurrent
+// use.
 type Prober struct {
 	private []netip.Prefix
 	timeout time.Duration
@@ -61,9 +67,38 @@ type Prober struct {
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	now     func() time.Time
 
-	group singleflight.Group
+	slots   chan struct{} // one per probe running
+	flights sync.Mutex    // guards inFlight and each flight's callers
+	// inFlight is the probe of each connection string that callers wait
+	// for, by the cache key.
+	inFlight map[[sha256.Size]byte]*flight
+
 	mu    sync.Mutex
 	cache map[[sha256.Size]byte]cacheEntry
+}
+
+// flight is one probe shared by the callers that asked for the same
+// connection string while it was waiting or running.
+//
+// It runs while at least one caller waits: when the last one's context
+// ends, the probe's context is cancelled and its result, cut short, is
+// neither cached nor given to anyone. A probe with one caller therefore
+// ends at the earlier of its own timeout and that caller's deadline; one
+// shared by callers with different deadlines runs until the last of them
+// gives up (or its timeout), so that no caller is answered "timeout"
+// because another's deadline came first.
+type flight struct {
+	done     chan struct{} // closed when res is set, or the flight is abandoned
+	res      Result
+	ran      bool      // the probe went to the database (not a cache hit)
+	callers  int       // guarded by Prober.flights, as are the next three
+	deadline time.Time // the latest of the callers' deadlines
+	// unbounded is set when a caller has no deadline.
+	unbounded bool
+	// abandoned is set, before done is closed, when the flight got a slot
+	// only after every caller's deadline: it never started.
+	abandoned bool
+	cancel    context.CancelFunc
 }
 
 // NewProber returns a Prober with o's settings.
@@ -77,7 +112,13 @@ func NewProber(o ProberOptions) *Prober {
 		dial:    o.Dial,
 		now:     time.Now,
 		cache:   map[[sha256.Size]byte]cacheEntry{},
+
+		inFlight: map[[sha256.Size]byte]*flight{},
 	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = DefaultMaxInFlight
+	}
+	p.slots = make(chan struct{}, o.MaxInFlight)
 	if len(p.private) == 0 {
 		p.private = DefaultPrivateCIDRs()
 	}
@@ -97,7 +138,8 @@ func NewProber(o ProberOptions) *Prober {
 
 // Probe checks raw, or reuses a recent or in-flight result for it. It
 // returns when the probe ends or ctx does, whichever is first; in the second
-// case the error is ctx's, and the probe runs on for the callers after.
+// case the error is ctx's, and the probe runs on only if another caller
+// still waits for it (see flight).
 func (p *Prober) Probe(ctx context.Context, raw string) (Result, error) {
 	start := time.Now()
 	res, cached, err := p.probe(ctx, raw)
@@ -123,35 +165,95 @@ func (p *Prober) probe(ctx context.Context, raw string) (_ Result, cached bool, 
 			Fix:     plain(perr.fix),
 		}, false, nil
 	}
-	var ran atomic.Bool // this caller's probe went to the database
-	ch := p.group.DoChan(string(key[:]), func() (v any, _ error) {
-		// singleflight would re-raise a panic on a fresh goroutine, ending
-		// the process, and its value may hold the connection string.
-		defer func() {
-			if recover() != nil {
-				v = deny(ReasonProbeFailed,
-					fmt.Sprintf("the database check of %s failed with an internal error", d.addr()),
-					plain("retry; if this repeats, report it"))
-			}
-		}()
-		// Checked again here: a probe that finished between our lookup
-		// and DoChan has stored its result.
-		if r, ok := p.lookupCache(key); ok {
-			return r, nil
-		}
-		ran.Store(true)
-		// The result is shared and cached: it must not depend on one
-		// caller's deadline, only on p.timeout.
-		r := p.run(context.WithoutCancel(ctx), d)
-		p.storeCache(key, r)
-		return r, nil
-	})
+	p.flights.Lock()
+	f, joined := p.inFlight[key]
+	if !joined {
+		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		f = &flight{done: make(chan struct{}), cancel: cancel}
+		p.inFlight[key] = f
+		go p.fly(fctx, key, f, d)
+	}
+	f.callers++
+	if dl, ok := ctx.Deadline(); !ok {
+		f.unbounded = true
+	} else if dl.After(f.deadline) {
+		f.deadline = dl
+	}
+	p.flights.Unlock()
 	select {
-	case out := <-ch:
-		return out.Val.(Result), !ran.Load(), nil
+	case <-f.done:
+		if f.abandoned { // this caller's deadline passed before a slot came
+			return Result{}, false, context.DeadlineExceeded
+		}
+		return f.res, joined || !f.ran, nil
 	case <-ctx.Done():
+		p.flights.Lock()
+		if f.callers--; f.callers == 0 {
+			f.cancel() // nobody waits: the probe ends, or never starts
+			if p.inFlight[key] == f {
+				delete(p.inFlight, key)
+			}
+		}
+		p.flights.Unlock()
 		return Result{}, false, ctx.Err()
 	}
+}
+
+// fly waits for a slot, probes d under ctx (cancelled when no caller waits
+// any more) and gives the callers of f the result.
+func (p *Prober) fly(ctx context.Context, key [sha256.Size]byte, f *flight, d *dsn) {
+	defer f.cancel()
+	select {
+	case p.slots <- struct{}{}:
+		defer func() { <-p.slots }()
+	case <-ctx.Done():
+		return // every caller gave up while it waited: never started
+	}
+	// Every caller's deadline may have passed before their leaving is
+	// seen: then the flight is abandoned, under the lock so that no
+	// caller joins it after.
+	p.flights.Lock()
+	if f.abandoned = ctx.Err() != nil || (!f.unbounded && !time.Now().Before(f.deadline)); f.abandoned {
+		if p.inFlight[key] == f {
+			delete(p.inFlight, key)
+		}
+	}
+	p.flights.Unlock()
+	if f.abandoned {
+		close(f.done)
+		return
+	}
+	// Checked again here: a probe that finished between our lookup and
+	// the flight's start has stored its result.
+	r, ok := p.lookupCache(key)
+	if !ok {
+		f.ran = true
+		r = p.runRecovered(ctx, d)
+		if ctx.Err() == nil { // a probe cut short says nothing about the database
+			p.storeCache(key, r)
+		}
+	}
+	p.flights.Lock()
+	if p.inFlight[key] == f {
+		delete(p.inFlight, key)
+	}
+	p.flights.Unlock()
+	f.res = r
+	close(f.done)
+}
+
+// runRecovered is run, with a panic turned into a denial: the probe runs on
+// its own goroutine, where a panic would end the process, and its value may
+// hold the connection string.
+func (p *Prober) runRecovered(ctx context.Context, d *dsn) (r Result) {
+	defer func() {
+		if recover() != nil {
+			r = deny(ReasonProbeFailed,
+				fmt.Sprintf("the database check of %s failed with an internal error", d.addr()),
+				plain("retry; if this repeats, report it"))
+		}
+	}()
+	return p.run(ctx, d)
 }
 
 // run probes d in order: host private, TCP connect, TLS, authentication,

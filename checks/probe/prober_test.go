@@ -59,16 +59,24 @@ func TestProbeConnectTimeout(t *testing.T) {
 	}
 }
 
+// A probe whose only caller gives up ends with it, so that nothing a
+// decision started outlives its answer; a probe cut short is not cached.
+// A probe that finishes is cached for the TTL.
 func TestProbeHonoursCallerDeadlineAndCaches(t *testing.T) {
 	release := make(chan struct{})
 	var dials atomic.Int32
+	dialEnded := make(chan struct{}, 1)
 	obs := &observed{}
 	now := time.Unix(1000, 0)
 	var nowMu sync.Mutex
 	p := NewProber(ProberOptions{Timeout: 5 * time.Second, CacheTTL: 10 * time.Second, Resolver: probetest.FixedResolver("10.0.0.5"), Observe: obs.observe})
 	p.now = func() time.Time { nowMu.Lock(); defer nowMu.Unlock(); return now }
 	p.dial = func(ctx context.Context, n, a string) (net.Conn, error) {
-		dials.Add(1)
+		if dials.Add(1) == 1 {
+			<-ctx.Done() // the first probe is held until its caller gives up
+			dialEnded <- struct{}{}
+			return nil, ctx.Err()
+		}
 		<-release
 		return probetest.RefuseDial(ctx, n, a)
 	}
@@ -83,24 +91,22 @@ func TestProbeHonoursCallerDeadlineAndCaches(t *testing.T) {
 	if el := time.Since(start); el > 2*time.Second {
 		t.Errorf("caller waited %s past its 100ms deadline", el)
 	}
+	select {
+	case <-dialEnded:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the probe ran on after its only caller gave up")
+	}
 	if calls := obs.get(); len(calls) != 0 {
 		t.Errorf("observations %+v for a caller that got no result, want none", calls)
 	}
-	close(release) // the probe, detached from the caller, finishes and is cached
+	close(release)
 
-	var res Result
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		res, _ = p.Probe(t.Context(), dsn)
-		if res.Reason == ReasonConnectRefused || time.Now().After(deadline) {
-			break
-		}
-	}
-	if res.Reason != ReasonConnectRefused {
+	if res, _ := p.Probe(t.Context(), dsn); res.Reason != ReasonConnectRefused {
 		t.Fatalf("probe = %+v, want %s", res, ReasonConnectRefused)
 	}
 	_, _ = p.Probe(t.Context(), dsn)
-	if n := dials.Load(); n != 1 {
-		t.Errorf("%d dials, want 1 (later probes must reuse the result)", n)
+	if n := dials.Load(); n != 2 {
+		t.Errorf("%d dials, want 2 (the probe cut short is not cached; later probes reuse the next result)", n)
 	}
 	calls := obs.get()
 	if last := calls[len(calls)-1]; last != (observation{ReasonConnectRefused, true}) {
@@ -111,8 +117,8 @@ func TestProbeHonoursCallerDeadlineAndCaches(t *testing.T) {
 	now = now.Add(11 * time.Second)
 	nowMu.Unlock()
 	_, _ = p.Probe(t.Context(), dsn)
-	if n := dials.Load(); n != 2 {
-		t.Errorf("%d dials after the TTL, want 2", n)
+	if n := dials.Load(); n != 3 {
+		t.Errorf("%d dials after the TTL, want 3", n)
 	}
 }
 

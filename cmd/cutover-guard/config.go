@@ -30,9 +30,15 @@ type Config struct {
 	RequestTimeout time.Duration
 	CheckCreate    bool
 	DatabaseURLEnv []string
-	EnableHTTP2    bool
-	SkipDatabase   bool
-	Zap            zap.Options
+	// MaxDatabaseURLsPerTarget and MaxDatabaseURLsPerRequest bound the
+	// distinct connection strings probed for one target and one update.
+	MaxDatabaseURLsPerTarget  int
+	MaxDatabaseURLsPerRequest int
+	// DBMaxInFlight bounds the database probes running at once.
+	DBMaxInFlight int
+	EnableHTTP2   bool
+	SkipDatabase  bool
+	Zap           zap.Options
 	// OverrideGroups are the users and groups who may let a denied switch
 	// through with the cutover-guard.dev/override annotation; empty: nobody.
 	OverrideGroups []string
@@ -73,6 +79,9 @@ func parseFlags(name string, args []string) (Config, error) {
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", defaultRequestTimeout, "decision deadline when the API server sends no timeout parameter")
 	fs.BoolVar(&cfg.CheckCreate, "check-create", false, "also check routes when they are created (off: a GitOps sync creating workload and route together must not deadlock)")
 	env := fs.String("database-url-env", checks.DefaultDatabaseURLEnv, "comma-separated env var names that hold the database connection string in the target's pod template")
+	fs.IntVar(&cfg.MaxDatabaseURLsPerTarget, "max-database-urls-per-target", checks.DefaultMaxDatabaseURLsPerTarget, "distinct connection strings probed for one target; a target naming more is denied")
+	fs.IntVar(&cfg.MaxDatabaseURLsPerRequest, "max-database-urls-per-request", checks.DefaultMaxDatabaseURLsPerRequest, "distinct connection strings probed for one update across its targets; the targets past it are denied")
+	fs.IntVar(&cfg.DBMaxInFlight, "db-max-in-flight", probe.DefaultMaxInFlight, "database probes running at once, for all requests; a probe waits for a slot no longer than its request's deadline")
 	fs.BoolVar(&cfg.EnableHTTP2, "enable-http2", false, "serve the webhook over HTTP/2 as well as HTTP/1.1")
 	fs.BoolVar(&cfg.SkipDatabase, "skip-database-check", false, "do not probe databases (each checked target then gets a warning)")
 	fs.BoolVar(&cfg.DisableCertRotation, "disable-cert-rotation", false, "do not bootstrap, inject or rotate the serving certificate; serve the tls.crt and tls.key that another tool (cert-manager) puts in --cert-dir")
@@ -120,6 +129,15 @@ func parseFlags(name string, args []string) (Config, error) {
 	}
 	if cfg.RequestTimeout <= 0 {
 		errs = append(errs, errors.New("--request-timeout must be positive"))
+	}
+	if cfg.MaxDatabaseURLsPerTarget <= 0 {
+		errs = append(errs, errors.New("--max-database-urls-per-target must be positive"))
+	}
+	if cfg.MaxDatabaseURLsPerRequest <= 0 {
+		errs = append(errs, errors.New("--max-database-urls-per-request must be positive"))
+	}
+	if cfg.DBMaxInFlight <= 0 {
+		errs = append(errs, errors.New("--db-max-in-flight must be positive"))
 	}
 	if cfg.DBCacheTTL < 0 {
 		errs = append(errs, errors.New("--db-cache-ttl must not be negative"))

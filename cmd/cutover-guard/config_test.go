@@ -58,6 +58,10 @@ func TestParseFlags(t *testing.T) {
 		"an unknown flag is refused":      {args: []string{"--no-such-flag"}, wantErr: "flag provided but not defined: -no-such-flag"},
 		"several problems are all named":  {args: []string{"--db-timeout=-1s", "--request-timeout=0s"}, wantErr: "--db-timeout must be positive\n--request-timeout must be positive"},
 		"a negative cache TTL is refused": {args: []string{"--db-cache-ttl=-1s"}, wantErr: "--db-cache-ttl must not be negative"},
+		"zero caps are refused": {
+			args:    []string{"--max-database-urls-per-target=0", "--max-database-urls-per-request=0", "--db-max-in-flight=0"},
+			wantErr: "--max-database-urls-per-target must be positive\n--max-database-urls-per-request must be positive\n--db-max-in-flight must be positive",
+		},
 		"nobody may override by default": {
 			check: func(t *testing.T, c Config) {
 				if c.OverrideGroups != nil {
@@ -111,6 +115,9 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		DBTimeout, DBCacheTTL    time.Duration
 		RequestTimeout           time.Duration
 		DatabaseURLEnv           []string
+		MaxURLsPerTarget         int
+		MaxURLsPerRequest        int
+		DBMaxInFlight            int
 		Namespace, SecretName    string
 		ServiceName, WebhookName string
 	}
@@ -118,14 +125,18 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		Port: crwebhook.DefaultPort, MetricsAddr: metricsserver.DefaultBindAddress,
 		PrivateCIDRs: probe.DefaultPrivateCIDRs(), DBTimeout: probe.DefaultTimeout, DBCacheTTL: probe.DefaultCacheTTL,
 		RequestTimeout: defaultRequestTimeout, DatabaseURLEnv: []string{checks.DefaultDatabaseURLEnv},
-		Namespace: certs.DefaultNamespace, SecretName: certs.DefaultSecretName,
+		MaxURLsPerTarget: checks.DefaultMaxDatabaseURLsPerTarget, MaxURLsPerRequest: checks.DefaultMaxDatabaseURLsPerRequest,
+		DBMaxInFlight: probe.DefaultMaxInFlight,
+		Namespace:     certs.DefaultNamespace, SecretName: certs.DefaultSecretName,
 		ServiceName: certs.DefaultServiceName, WebhookName: certs.DefaultWebhookConfigName,
 	}
 	got := defaults{
 		Port: c.Port, MetricsAddr: c.MetricsAddr,
 		PrivateCIDRs: c.PrivateCIDRs, DBTimeout: c.DBTimeout, DBCacheTTL: c.DBCacheTTL,
 		RequestTimeout: c.RequestTimeout, DatabaseURLEnv: c.DatabaseURLEnv,
-		Namespace: c.Certs.Namespace, SecretName: c.Certs.SecretName,
+		MaxURLsPerTarget: c.MaxDatabaseURLsPerTarget, MaxURLsPerRequest: c.MaxDatabaseURLsPerRequest,
+		DBMaxInFlight: c.DBMaxInFlight,
+		Namespace:     c.Certs.Namespace, SecretName: c.Certs.SecretName,
 		ServiceName: c.Certs.ServiceName, WebhookName: c.Certs.WebhookConfigName,
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {

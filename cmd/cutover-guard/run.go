@@ -55,12 +55,14 @@ func run(ctx context.Context, cfg Config) error {
 	}
 
 	metrics := webhook.DefaultMetrics()
-	guard := &checks.Guard{Reader: mgr.GetAPIReader(), DatabaseEnv: cfg.DatabaseURLEnv}
+	guard := &checks.Guard{Reader: mgr.GetAPIReader(), DatabaseEnv: cfg.DatabaseURLEnv,
+		MaxDatabaseURLsPerTarget: cfg.MaxDatabaseURLsPerTarget, MaxDatabaseURLsPerRequest: cfg.MaxDatabaseURLsPerRequest}
 	if !cfg.SkipDatabase {
 		guard.Prober = probe.NewProber(probe.ProberOptions{
 			PrivateCIDRs: cfg.PrivateCIDRs,
 			Timeout:      cfg.DBTimeout,
 			CacheTTL:     cfg.DBCacheTTL,
+			MaxInFlight:  cfg.DBMaxInFlight,
 			Observe:      metrics.ObserveProbe,
 		})
 	}
