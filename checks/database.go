@@ -30,6 +30,7 @@ const (
 	ReasonDatabasePasswordNotEncoded = Reason(probe.ReasonPasswordNotEncoded)
 	ReasonDatabaseHostPublic         = Reason(probe.ReasonHostPublic)
 	ReasonDatabaseHostUnresolvable   = Reason(probe.ReasonHostUnresolvable)
+	ReasonDatabasePortNotAllowed     = Reason(probe.ReasonPortNotAllowed)
 	ReasonDatabaseConnectTimeout     = Reason(probe.ReasonConnectTimeout)
 	ReasonDatabaseConnectRefused     = Reason(probe.ReasonConnectRefused)
 	ReasonDatabaseUnreachable        = Reason(probe.ReasonUnreachable)
