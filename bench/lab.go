@@ -277,6 +277,10 @@ func (l *lab) startGuard(ctx context.Context, name string, viaEnv bool, extra ..
 		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(g.health),
 		"--private-cidrs=127.0.0.1/32",
 	}
+	if l.guardHasFlag("database-ports") {
+		// The lab's databases and proxies listen on ports the OS chose.
+		args = append(args, "--database-ports=1024-65535")
+	}
 	if l.guardHasFlag("disable-cert-rotation") {
 		// The bench brings its own certificate; the guard must not make one.
 		args = append(args, "--disable-cert-rotation")

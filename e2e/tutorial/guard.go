@@ -34,6 +34,9 @@ type GuardOptions struct {
 	// guard's defaults, so that a database on 127.0.0.1 is private and
 	// 127.0.0.2 is public.
 	PrivateCIDRs []string
+	// DatabasePorts is --database-ports. Default: DefaultDatabasePorts, so
+	// that throwaway databases on ports the OS chose can be probed.
+	DatabasePorts string
 	// DBTimeout is --db-timeout; default 1s.
 	DBTimeout time.Duration
 	// Args are further flags.
@@ -41,6 +44,11 @@ type GuardOptions struct {
 	// StartTimeout bounds StartGuard; default 1 minute.
 	StartTimeout time.Duration
 }
+
+// DefaultDatabasePorts is the --database-ports the harness gives the guard:
+// every unprivileged port (the guard's defaults among them), where the
+// throwaway databases listen.
+const DefaultDatabasePorts = "1024-65535"
 
 // DefaultPrivateCIDRs is the guard's default --private-cidrs.
 var DefaultPrivateCIDRs = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"}
@@ -80,6 +88,9 @@ func StartGuard(ctx context.Context, o GuardOptions) (*Guard, error) {
 	if o.DBTimeout == 0 {
 		o.DBTimeout = time.Second
 	}
+	if o.DatabasePorts == "" {
+		o.DatabasePorts = DefaultDatabasePorts
+	}
 	if o.StartTimeout == 0 {
 		o.StartTimeout = time.Minute
 	}
@@ -117,6 +128,7 @@ func StartGuard(ctx context.Context, o GuardOptions) (*Guard, error) {
 			"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(g.MetricsPort),
 			"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(g.HealthPort),
 			"--private-cidrs=" + strings.Join(o.PrivateCIDRs, ","),
+			"--database-ports=" + o.DatabasePorts,
 			"--db-timeout=" + o.DBTimeout.String(),
 		}, append(certArgs, o.Args...)...)
 		if err := g.start(o.Binary); err != nil {
