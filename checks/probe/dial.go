@@ -201,6 +201,6 @@ func (c *trackedConn) overflow() error {
 	c.t.mu.Lock()
 	c.t.oversized = true
 	c.t.mu.Unlock()
-	_ = c.Conn.Close()
+	_ = c.Close()
 	return errOversized
 }
