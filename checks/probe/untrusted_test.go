@@ -220,3 +220,37 @@ func TestNewProberPassTTL(t *testing.T) {
 		})
 	}
 }
+
+// Refused, timed out and silent read the same to the requester; the cause
+// is in Detail, for the guard's log only.
+func TestProbeNotReachableHidesTheCause(t *testing.T) {
+	blackhole := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	tests := map[string]struct {
+		dial       func(ctx context.Context, network, addr string) (net.Conn, error)
+		wantReason Reason
+		wantDetail string
+	}{
+		"refused":   {dial: probetest.RefuseDial, wantReason: ReasonConnectRefused, wantDetail: "connection refused"},
+		"timed out": {dial: blackhole, wantReason: ReasonConnectTimeout, wantDetail: "no connection within 200ms"},
+	}
+	var messages []string
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			p := NewProber(ProberOptions{Timeout: 200 * time.Millisecond, Resolver: probetest.FixedResolver("10.0.0.5"), Dial: tc.dial})
+			res, err := p.Probe(t.Context(), "postgres://app:s3cret@db.internal:5432/app")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Reason != tc.wantReason || res.Detail != tc.wantDetail {
+				t.Errorf("reason %s, detail %q; want %s, %q", res.Reason, res.Detail, tc.wantReason, tc.wantDetail)
+			}
+			messages = append(messages, res.Message.Render(secretSource)+"; "+res.Fix.Render(secretSource))
+		})
+	}
+	if len(messages) == 2 && messages[0] != messages[1] {
+		t.Errorf("the requester can tell the causes apart:\n%s\n%s", messages[0], messages[1])
+	}
+}
