@@ -259,8 +259,9 @@ func (l *lab) startGuard(ctx context.Context, name string, viaEnv bool, extra ..
 		Certificate:   l.certs,
 		// Older builds, measured for a before/after comparison, may not
 		// know --disable-cert-rotation.
-		PreRotationBuild: !l.guardHasFlag("disable-cert-rotation"),
-		Args:             extra,
+		PreRotationBuild:      !l.guardHasFlag("disable-cert-rotation"),
+		PrePortAllowlistBuild: !l.guardHasFlag("database-ports"),
+		Args:                  extra,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("guard %s: %w", name, err)

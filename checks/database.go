@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/types"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/cutover-guard/cutover-guard/checks/probe"
 )
@@ -35,6 +36,7 @@ const (
 	ReasonDatabasePasswordNotEncoded = Reason(probe.ReasonPasswordNotEncoded)
 	ReasonDatabaseHostPublic         = Reason(probe.ReasonHostPublic)
 	ReasonDatabaseHostUnresolvable   = Reason(probe.ReasonHostUnresolvable)
+	ReasonDatabasePortNotAllowed     = Reason(probe.ReasonPortNotAllowed)
 	ReasonDatabaseConnectTimeout     = Reason(probe.ReasonConnectTimeout)
 	ReasonDatabaseConnectRefused     = Reason(probe.ReasonConnectRefused)
 	ReasonDatabaseUnreachable        = Reason(probe.ReasonUnreachable)
@@ -163,6 +165,12 @@ func DatabaseReachable(ctx context.Context, in *Input) ([]Finding, error) {
 		return nil, fmt.Errorf("probing the database of service %s: %w", svc, err)
 	}
 	for i, r := range results {
+		if r.Detail != "" {
+			// The requester reads "not reachable"; the platform team
+			// needs to know whether it was refused, timed out or reset.
+			logf.FromContext(ctx).Info("database not reachable", "check", string(CheckDatabase), "service", svc.String(),
+				"source", uses[i].src.String(), "reason", string(r.Reason), "detail", r.Detail)
+		}
 		if f, ok := databaseFinding(svc, uses[i].src, r); ok {
 			findings = append(findings, f)
 		}

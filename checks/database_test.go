@@ -73,8 +73,17 @@ func TestProbeStagesWithoutNetwork(t *testing.T) {
 				return probetest.FixedResolver("10.0.0.5")
 			},
 			want: Finding{Reason: ReasonDatabaseConnectRefused,
-				Message: "nothing is listening at db.example.test:5432 (connection refused)",
-				Fix:     "check the host and port in " + src + " and that the database is running"},
+				Message: "database at db.example.test:5432 is not reachable",
+				Fix:     "check that the cluster is in the database's Trusted sources, and that " + src + " names the database's private hostname and port"},
+		},
+		"a port outside --database-ports": {
+			dsn: "postgres://app:Tr0ub4dor-pw@db.example.test:8080/app",
+			resolver: func(*testing.T) func(context.Context, string) ([]netip.Addr, error) {
+				return probetest.FixedResolver("10.0.0.5")
+			},
+			want: Finding{Reason: ReasonDatabasePortNotAllowed,
+				Message: "database port 8080 is not one the guard probes (3306,5432,6432,25060-25061,26257)",
+				Fix:     "use the database's port in " + src + ", or ask the platform team to add it to --database-ports"},
 		},
 		"an un-encoded password names the place in the message": {
 			dsn:      "postgresql://app:Tr0ub@dor/pw@db:5432/app",
@@ -134,7 +143,7 @@ func TestProbeWithoutUserChecksReachabilityOnly(t *testing.T) {
 			_ = c.Close()
 		}
 	}()
-	p := probe.NewProber(probe.ProberOptions{PrivateCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+	p := probe.NewProber(probe.ProberOptions{PrivateCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Ports: probetest.AnyPort()})
 	got := probeFinding(t, p, "postgres://"+ln.Addr().String()+"/app")
 	want := []Finding{{Check: CheckDatabase, Severity: Warn, Service: production, Object: "deployment app-green",
 		Reason:  ReasonDatabaseNoUser,

@@ -59,11 +59,11 @@ func TestDatabaseFailureModes(t *testing.T) {
 		},
 		"nothing listening at the address": {
 			dsn:     "postgresql://" + userinfo("postgres", pgPassword) + "@" + closed + "/app?sslmode=require",
-			finding: "nothing is listening at " + closed + " (connection refused)" + in + "check the host and port in " + src + " and that the database is running",
+			finding: "database at " + closed + " is not reachable" + in + "check that the cluster is in the database's Trusted sources, and that " + src + " names the database's private hostname and port",
 		},
 		"a listener that never answers, denied within the db timeout": {
 			dsn:     "postgresql://" + userinfo("postgres", pgPassword) + "@" + blackhole + "/app?sslmode=require",
-			finding: "database at " + blackhole + " accepted the connection but did not answer within 1s" + in + "check that the port in " + src + " is the database's port, and the database's health",
+			finding: "database at " + blackhole + " is not reachable" + in + "check that the cluster is in the database's Trusted sources, and that " + src + " names the database's private hostname and port",
 			// The API server waits up to 10 s; the probe must give up after 1 s.
 			within: dbTimeout + 3*time.Second,
 		},

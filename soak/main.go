@@ -98,7 +98,7 @@ func parseFlags(args []string) (settings, error) {
 	fs.DurationVar(&s.dbTimeout, "db-timeout", time.Second, "the guard's --db-timeout")
 	fs.DurationVar(&s.dbCacheTTL, "db-cache-ttl", probe.DefaultCacheTTL, "the guard's --db-cache-ttl (its default)")
 	fs.StringVar(&s.postgres, "postgres", "127.0.0.1:5432", "the local PostgreSQL (user postgres, trust, database test) behind the fault proxy")
-	guardArgs := fs.String("guard-args", "", "further space-separated flags for the guard, after the soak's own (which they override): e.g. -guard-args=--db-cache-ttl=60s makes cached answers outlive the fault windows, and the soak must fail")
+	guardArgs := fs.String("guard-args", "", "further space-separated flags for the guard, after the soak's own (which they override): e.g. -guard-args=--zap-log-level=debug")
 	fs.BoolVar(&s.verbose, "v", false, "print the control plane's progress and every fault and flap")
 	if err := fs.Parse(args); err != nil {
 		return s, err

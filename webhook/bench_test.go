@@ -96,7 +96,8 @@ func BenchmarkSwitchPathDenied(b *testing.B) {
 
 // BenchmarkSwitchPathWarmDB is the cutover to a ready green whose database
 // (the local PostgreSQL) was probed moments ago: every check runs, the
-// database answer comes from the cache.
+// database answer comes from the cache (a pass is reused for at most 1 s,
+// so about one iteration a second probes again).
 func BenchmarkSwitchPathWarmDB(b *testing.B) {
 	prober := probe.NewProber(probe.ProberOptions{
 		PrivateCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Timeout: 2 * time.Second, CacheTTL: time.Hour,

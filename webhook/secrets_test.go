@@ -30,6 +30,7 @@ import (
 
 	"github.com/cutover-guard/cutover-guard/checks"
 	"github.com/cutover-guard/cutover-guard/checks/probe"
+	"github.com/cutover-guard/cutover-guard/checks/probe/probetest"
 	"github.com/cutover-guard/cutover-guard/internal/faultproxy"
 	"github.com/cutover-guard/cutover-guard/internal/testdb"
 )
@@ -155,7 +156,8 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 			recorder := events.NewFakeRecorder(8)
 			prober := probe.NewProber(probe.ProberOptions{
 				PrivateCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
-				Timeout:      2 * time.Second, // a cold first login on a loaded machine needs more than 500ms
+				Ports:        probetest.AnyPort(), // throwaway servers listen on ports the OS chose
+				Timeout:      2 * time.Second,     // a cold first login on a loaded machine needs more than 500ms
 				Observe:      metrics.ObserveProbe,
 				Resolver:     tc.resolver,
 			})

@@ -9,6 +9,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/cutover-guard/cutover-guard/checks/probe/probetest"
 	"github.com/cutover-guard/cutover-guard/internal/testdb"
 	"github.com/cutover-guard/cutover-guard/internal/testenv"
 )
@@ -24,7 +25,7 @@ const (
 
 // benchProber probes loopback servers; a zero ttl turns the cache off.
 func benchProber(ttl time.Duration) *Prober {
-	return NewProber(ProberOptions{PrivateCIDRs: loopback, Timeout: benchProbeTimeout, CacheTTL: ttl})
+	return NewProber(ProberOptions{PrivateCIDRs: loopback, Ports: probetest.AnyPort(), Timeout: benchProbeTimeout, CacheTTL: ttl})
 }
 
 // needReachable skips the benchmark when the local server does not answer.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // Stages at which a connected probe can fail after the driver's connect.
@@ -56,6 +57,12 @@ func (p *Prober) classify(ctx context.Context, d *dsn, t *dialTracker, stage str
 	if errors.As(err, &myErr) {
 		return mysqlServerError(d, myErr, stage)
 	}
+	var tooLong *pgproto3.ExceededMaxBodyLenErr
+	if st.oversized || errors.As(err, &tooLong) {
+		return deny(ReasonProbeFailed,
+			fmt.Sprintf("%s sent more than %d KiB, which no %s server sends to a login and SELECT 1", at, maxMessageLen>>10, d.driver),
+			inSource("check the scheme, host and port in ", ""))
+	}
 	if stage == stageQuery {
 		if ctx.Err() != nil {
 			return deny(ReasonQueryFailed,
@@ -79,19 +86,23 @@ func (p *Prober) classify(ctx context.Context, d *dsn, t *dialTracker, stage str
 	timedOut := ctx.Err() != nil || pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded) || isNetTimeout(err)
 	switch {
 	case st.connected == 0 && timedOut:
-		return deny(ReasonConnectTimeout,
-			fmt.Sprintf("%s is not reachable within %s", at, p.timeout),
-			plain("is the cluster in the database's Trusted sources?"))
+		return notReachable(d, ReasonConnectTimeout, fmt.Sprintf("no connection within %s", p.timeout))
 	case !timedOut && dropped(err, st) != "":
-		return droppedConnection(d, st, dropped(err, st))
+		how := dropped(err, st)
+		if st.received == 0 {
+			reason := ReasonConnectionClosed
+			if how == droppedReset {
+				reason = ReasonConnectionReset
+			}
+			return notReachable(d, reason, "connection "+how+" before the server sent anything")
+		}
+		return droppedConnection(d, st, how)
 	case st.connected == 0 && errors.Is(err, syscall.ECONNREFUSED):
-		return deny(ReasonConnectRefused,
-			fmt.Sprintf("nothing is listening at %s (connection refused)", d.addr()),
-			inSource("check the host and port in ", " and that the database is running"))
+		return notReachable(d, ReasonConnectRefused, "connection refused")
 	case st.connected == 0:
-		return deny(ReasonUnreachable,
-			fmt.Sprintf("%s is not reachable (no route)", at),
-			plain("is the database in the cluster's VPC, and the cluster in its Trusted sources?"))
+		return notReachable(d, ReasonUnreachable, "no route")
+	case timedOut && st.received == 0:
+		return notReachable(d, ReasonNoResponse, fmt.Sprintf("connection accepted, nothing received within %s", p.timeout))
 	case st.tlsAccepted && !st.netReady && timedOut:
 		return deny(ReasonNoResponse,
 			fmt.Sprintf("the TLS handshake with %s did not finish within %s", at, p.timeout),
@@ -113,6 +124,19 @@ func (p *Prober) classify(ctx context.Context, d *dsn, t *dialTracker, stage str
 			fmt.Sprintf("%s closed the connection or did not speak the %s protocol", at, d.driver),
 			inSource("check the scheme, host and port in ", ""))
 	}
+}
+
+// notReachable is the one denial for every failure before the database
+// spoke its protocol. Refused, timed out, reset and silent read alike to the
+// requester, so that the guard cannot be used to tell open ports from
+// closed ones; detail, the precise cause, is for the guard's log.
+func notReachable(d *dsn, reason Reason, detail string) Result {
+	r := deny(reason,
+		fmt.Sprintf("database at %s is not reachable", d.addr()),
+		inSource("check that the cluster is in the database's Trusted sources, and that ",
+			" names the database's private hostname and port"))
+	r.Detail = detail
+	return r
 }
 
 // Ways a connection can be dropped by the server (or something in between)
@@ -145,13 +169,11 @@ func dropped(err error, st trackerState) string {
 }
 
 // droppedConnection is the denial for a connection the database reset or
-// closed before the login finished, naming how far the handshake got.
+// closed after it began to answer and before the login finished, naming how far the handshake got.
 func droppedConnection(d *dsn, st trackerState, how string) Result {
 	at := "database at " + d.addr()
 	var when string
 	switch {
-	case st.connected == 0 || st.received == 0:
-		when = "as soon as it was opened"
 	case st.tlsAccepted && !st.tlsDone:
 		when = "during the TLS handshake"
 	default:

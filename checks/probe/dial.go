@@ -21,22 +21,44 @@ type dialTracker struct {
 	tlsConn     *tls.Conn // postgres: the TLS connection, once begun
 	received    int       // bytes read from the server, TLS records included
 	ioErr       error     // the first read or write error that was not a timeout
+	// mysqlFraming makes each connection check MySQL packet headers as they
+	// arrive, until TLS begins (see frameCheck).
+	mysqlFraming bool
+	// oversized is set when the server sent more than maxReceived bytes or
+	// announced a message larger than maxMessageLen.
+	oversized bool
 }
+
+// Bounds on what one probe reads from a server. A database's answers to a
+// login and SELECT 1 take a few KiB; anything near these is not a database
+// the application can use, and each byte is memory the guard would hold.
+const (
+	// maxReceived bounds the bytes read over all of a probe's connections.
+	maxReceived = 1 << 20
+	// maxMessageLen bounds one protocol message (a postgres message body, a
+	// MySQL packet payload) before the driver allocates room for it.
+	maxMessageLen = 1 << 20
+)
+
+// errOversized ends a read that would take a probe past maxReceived or
+// start a message larger than maxMessageLen.
+var errOversized = errors.New("server sent more than the probe reads")
 
 type trackerState struct {
 	connected                         int
 	tlsRefused, tlsAccepted, netReady bool
 	// tlsDone is true once a TLS handshake completed.
-	tlsDone  bool
-	received int
-	ioErr    error
+	tlsDone   bool
+	received  int
+	ioErr     error
+	oversized bool
 }
 
 func (t *dialTracker) state() trackerState {
 	t.mu.Lock()
 	tc := t.tlsConn
 	st := trackerState{connected: t.connected, tlsRefused: t.tlsRefused, tlsAccepted: t.tlsAccepted,
-		netReady: t.netReady, received: t.received, ioErr: t.ioErr}
+		netReady: t.netReady, received: t.received, ioErr: t.ioErr, oversized: t.oversized}
 	t.mu.Unlock()
 	if tc != nil {
 		st.tlsDone = tc.ConnectionState().HandshakeComplete
@@ -74,25 +96,41 @@ func (t *dialTracker) dial(ctx context.Context, network, addr string) (net.Conn,
 	}
 	t.mu.Lock()
 	t.connected++
+	framing := t.mysqlFraming
 	t.mu.Unlock()
-	return &trackedConn{Conn: c, t: t}, nil
+	return &trackedConn{Conn: c, t: t, frames: framing}, nil
 }
 
 // sslRequest is the PostgreSQL SSLRequest message.
 var sslRequest = []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}
 
-// trackedConn notes the server's one-byte answer to an SSLRequest.
+// trackedConn notes the server's one-byte answer to an SSLRequest and
+// enforces maxReceived and, for MySQL, maxMessageLen.
 type trackedConn struct {
 	net.Conn
 	t         *dialTracker
 	writes    int
 	sslAsked  bool
 	sslAnswer bool
+
+	// frames: MySQL packet headers are checked (plain text only).
+	frames  bool
+	hdr     [4]byte
+	hdrLen  int // bytes of hdr read so far
+	bodyRem int // bytes of the current packet's payload still to come
 }
+
+// mysqlSSLRequestLen is the payload length of MySQL's SSL request packet,
+// after which the connection carries TLS records, not packets. A login
+// packet is always longer.
+const mysqlSSLRequestLen = 32
 
 func (c *trackedConn) Write(b []byte) (int, error) {
 	if c.writes == 0 && string(b) == string(sslRequest) {
 		c.sslAsked = true
+	}
+	if c.frames && len(b) >= 4 && int(b[0])|int(b[1])<<8|int(b[2])<<16 == mysqlSSLRequestLen {
+		c.frames = false
 	}
 	c.writes++
 	n, err := c.Conn.Write(b)
@@ -103,7 +141,20 @@ func (c *trackedConn) Write(b []byte) (int, error) {
 }
 
 func (c *trackedConn) Read(b []byte) (int, error) {
+	c.t.mu.Lock()
+	left := maxReceived - c.t.received
+	c.t.mu.Unlock()
+	if left <= 0 {
+		return 0, c.overflow()
+	}
+	if len(b) > left {
+		b = b[:left]
+	}
 	n, err := c.Conn.Read(b)
+	if n > 0 && c.frames && !c.frameCheck(b[:n]) {
+		c.t.noteIO(n, nil)
+		return 0, c.overflow()
+	}
 	if n > 0 && c.sslAsked && !c.sslAnswer {
 		c.sslAnswer = true
 		c.t.mu.Lock()
@@ -117,4 +168,39 @@ func (c *trackedConn) Read(b []byte) (int, error) {
 	}
 	c.t.noteIO(n, err)
 	return n, err
+}
+
+// frameCheck follows the MySQL packet headers in b, the next bytes read, and
+// reports false at a header announcing more than maxMessageLen: the driver
+// would allocate room for the whole packet before reading it.
+func (c *trackedConn) frameCheck(b []byte) bool {
+	for len(b) > 0 {
+		if c.bodyRem > 0 {
+			k := min(c.bodyRem, len(b))
+			c.bodyRem -= k
+			b = b[k:]
+			continue
+		}
+		c.hdr[c.hdrLen] = b[0]
+		c.hdrLen++
+		b = b[1:]
+		if c.hdrLen == len(c.hdr) {
+			c.hdrLen = 0
+			c.bodyRem = int(c.hdr[0]) | int(c.hdr[1])<<8 | int(c.hdr[2])<<16
+			if c.bodyRem > maxMessageLen {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// overflow marks the probe as fed too much and closes the connection, so
+// that nothing more is read from it.
+func (c *trackedConn) overflow() error {
+	c.t.mu.Lock()
+	c.t.oversized = true
+	c.t.mu.Unlock()
+	_ = c.Close()
+	return errOversized
 }

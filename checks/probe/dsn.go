@@ -172,10 +172,50 @@ func parseDSN(raw string) (*dsn, *dsnError) {
 			fix:     "url-encode the user name: @ -> %40, : -> %3A, / -> %2F, ? -> %3F, # -> %23, % -> %25",
 		}
 	}
+	var d *dsn
+	var err *dsnError
 	if driver == driverPostgres {
-		return parsePostgres(raw, rest)
+		d, err = parsePostgres(raw, rest)
+	} else {
+		d, err = parseMySQL(rest)
 	}
-	return parseMySQL(rest)
+	if err != nil {
+		return nil, err
+	}
+	if part := controlCharsIn(d); part != "" {
+		return nil, errInvalid("has a " + part + " with control characters once %-decoded")
+	}
+	return d, nil
+}
+
+// controlCharsIn names the first part of d (user, password, host, database)
+// that holds a control character after %-decoding ("%0A", "%00"): such a
+// value would end a log line or a protocol field early. "" if none.
+func controlCharsIn(d *dsn) string {
+	hasControl := func(s string) bool {
+		return strings.IndexFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f || unicode.IsControl(r) }) >= 0
+	}
+	password := ""
+	switch {
+	case d.pg != nil:
+		password = d.pg.Password
+	case d.my != nil:
+		password = d.my.Passwd
+	}
+	switch {
+	case hasControl(d.user):
+		return "user name"
+	case hasControl(password):
+		return "password"
+	case hasControl(d.database):
+		return "database name"
+	}
+	for _, e := range d.endpoints {
+		if hasControl(e.host) {
+			return "host"
+		}
+	}
+	return ""
 }
 
 // validScheme accepts what RFC 3986 allows, up to 32 characters; anything

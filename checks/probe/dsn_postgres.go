@@ -7,16 +7,20 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// pgAllowedKeys are the libpq parameters handed to pgx. Everything else is
-// dropped before parsing: keys that read files on the webhook's filesystem
-// (sslrootcert, sslcert, sslkey, passfile, service, servicefile), run-time
-// parameters other than options (they do not decide whether a connection
-// works), and connect_timeout and application_name, which the probe sets.
+// pgAllowedKeys are the libpq parameters handed to pgx: where to connect,
+// who logs in, how TLS and authentication are negotiated, and which server
+// counts (target_session_attrs). Everything else is dropped before parsing:
+// keys that read files on the webhook's filesystem (sslcert, sslkey,
+// passfile, service, servicefile; sslrootcert is settled here, never read),
+// every run-time parameter, options included (a tenant could set
+// statement_timeout, work_mem or a search_path and make the server work for
+// the guard), and connect_timeout and application_name, which the probe
+// sets itself.
 var pgAllowedKeys = []string{
 	"host", "port", "dbname", "database", "user", "password",
 	"sslmode", "ssl", "sslnegotiation", "sslsni", "sslrootcert",
 	"target_session_attrs", "channel_binding", "require_auth",
-	"min_protocol_version", "max_protocol_version", "options",
+	"min_protocol_version", "max_protocol_version",
 }
 
 var pgSSLModes = map[string]tlsMode{

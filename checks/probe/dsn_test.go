@@ -298,6 +298,8 @@ func FuzzParseDSN(f *testing.F) {
 		"postgres://app:secret@db:99999/app",
 		"postgres://app:se cret@db/app",
 		"postgres://db-postgresql-nyc1-1.db.ondigitalocean.com/x",
+		"postgres://app%0A:p%01w@db:5432/a%0D?options=-c%20work_mem%3D4GB",
+		"mysql://app:p%C2%85w@db:3306/a%09pp",
 	} {
 		f.Add(s)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/cutover-guard/cutover-guard/checks/probe/probetest"
 	"github.com/cutover-guard/cutover-guard/internal/faultproxy"
 	"github.com/cutover-guard/cutover-guard/internal/testdb"
 	"github.com/cutover-guard/cutover-guard/internal/testenv"
@@ -109,7 +110,7 @@ func runFaultCases(t *testing.T, target string, dsnFor func(addr, query string) 
 		t.Run(name, func(t *testing.T) {
 			verifyNoLeaks(t)
 			proxy := startFaultProxy(t, target, tc.fault)
-			p := NewProber(ProberOptions{PrivateCIDRs: loopback, Timeout: faultTimeout})
+			p := NewProber(ProberOptions{PrivateCIDRs: loopback, Ports: probetest.AnyPort(), Timeout: faultTimeout})
 			f := probeReturns(t, p, dsnFor(proxy.Addr(), tc.query), 3*faultTimeout+5*time.Second)
 			if f == nil {
 				t.Fatalf("the probe passed, want a %s denial", tc.want)
@@ -117,15 +118,17 @@ func runFaultCases(t *testing.T, target string, dsnFor func(addr, query string) 
 			if f.Reason != tc.want {
 				t.Errorf("reason %s, want %s: %s", f.Reason, tc.want, f.Message)
 			}
-			var wantMessages []string
+			// A message that carries its own fix ("message; fix") is
+			// one of several outcomes with different fixes.
+			var want []string
 			for _, m := range tc.messages {
-				wantMessages = append(wantMessages, strings.ReplaceAll(m, "%s", proxy.Addr()))
+				if !strings.Contains(m, "; ") {
+					m += "; " + tc.fix
+				}
+				want = append(want, strings.ReplaceAll(m, "%s", proxy.Addr()))
 			}
-			if !slices.Contains(wantMessages, f.Message) {
-				t.Errorf("message %q, want one of %q", f.Message, wantMessages)
-			}
-			if wantFix := strings.ReplaceAll(tc.fix, "%s", proxy.Addr()); f.Fix != wantFix {
-				t.Errorf("fix %q, want %q", f.Fix, wantFix)
+			if got := f.Message + "; " + f.Fix; !slices.Contains(want, got) {
+				t.Errorf("outcome %q, want one of %q", got, want)
 			}
 		})
 	}
@@ -138,12 +141,15 @@ func postgresVia(addr, query string) string {
 func mariaDBVia(addr, _ string) string { return "mysql://root@" + addr + "/test" }
 
 const (
-	noResponse    = "database at %s accepted the connection but did not answer within 500ms"
-	noResponseFix = "check that the port in " + secretSource + " is the database's port, and the database's health"
-	resetFix      = "retry; if this repeats, check the database's logs and any proxy or firewall between the cluster and %s"
-	resetOpen     = "database at %s reset the connection as soon as it was opened"
-	resetTLS      = "database at %s reset the connection during the TLS handshake"
-	resetLogin    = "database at %s reset the connection during the login"
+	// Every failure before the server said a word reads the same.
+	wantNotReachable = "database at %s is not reachable"
+	notReachableFix  = "check that the cluster is in the database's Trusted sources, and that " + secretSource + " names the database's private hostname and port"
+	noResponse       = wantNotReachable
+	noResponseFix    = notReachableFix
+	resetFix         = "retry; if this repeats, check the database's logs and any proxy or firewall between the cluster and %s"
+	resetOpen        = wantNotReachable + "; " + notReachableFix
+	resetTLS         = "database at %s reset the connection during the TLS handshake"
+	resetLogin       = "database at %s reset the connection during the login"
 )
 
 func TestFaultsPostgres(t *testing.T) {
@@ -200,7 +206,7 @@ func TestFaultsMariaDB(t *testing.T) {
 		},
 		"a reset before the server sent a byte": {
 			fault: faultproxy.Options{Fault: faultproxy.ResetAfter},
-			want:  ReasonConnectionReset, messages: []string{resetOpen}, fix: resetFix,
+			want:  ReasonConnectionReset, messages: []string{resetOpen}, fix: notReachableFix,
 		},
 		"a reset in the middle of the greeting": {
 			fault: faultproxy.Options{Fault: faultproxy.ResetAfter, ResetAfterBytes: 4},
@@ -229,7 +235,7 @@ func TestFaultsLatencyBelowTimeoutPasses(t *testing.T) {
 			requireLocal(t, tc.target)
 			verifyNoLeaks(t)
 			proxy := startFaultProxy(t, tc.target, faultproxy.Options{Fault: faultproxy.Delay, Delay: 100 * time.Millisecond})
-			p := NewProber(ProberOptions{PrivateCIDRs: loopback, Timeout: 10 * time.Second})
+			p := NewProber(ProberOptions{PrivateCIDRs: loopback, Ports: probetest.AnyPort(), Timeout: 10 * time.Second})
 			if got := probeReturns(t, p, strings.ReplaceAll(tc.dsn, "%s", proxy.Addr()), 30*time.Second); got != nil {
 				t.Errorf("outcome %v, want a pass", got)
 			}
@@ -277,7 +283,7 @@ func TestFaultsServerRestartDuringProbe(t *testing.T) {
 	// could hand the startup message to a server still shutting down, which
 	// answers 57P03 instead.
 	proxy := startFaultProxy(t, srv.Addr(), faultproxy.Options{Fault: faultproxy.Delay, Delay: 15 * time.Second})
-	p := NewProber(ProberOptions{PrivateCIDRs: loopback, Timeout: 30 * time.Second})
+	p := NewProber(ProberOptions{PrivateCIDRs: loopback, Ports: probetest.AnyPort(), Timeout: 30 * time.Second})
 	dsn := withHost(t, srv.URL("postgresql", "sslmode=disable"), proxy.Addr())
 
 	done := make(chan *outcome, 1)
@@ -293,8 +299,8 @@ func TestFaultsServerRestartDuringProbe(t *testing.T) {
 		t.Fatal("the probe did not return after the server stopped")
 	}
 	want := denial(ReasonConnectionClosed,
-		"database at "+proxy.Addr()+" closed the connection as soon as it was opened",
-		"retry once the database is up; if this repeats, check that the port in "+secretSource+" is the database's port, and the database's logs")
+		"database at "+proxy.Addr()+" is not reachable",
+		"check that the cluster is in the database's Trusted sources, and that "+secretSource+" names the database's private hostname and port")
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("outcome while the server restarts (-want +got):\n%s", diff)
 	}
@@ -353,7 +359,7 @@ func TestFaultsUnresolvableHost(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			verifyNoLeaks(t)
 			srv := testdb.StartDNS(t, tc.answer)
-			p := NewProber(ProberOptions{PrivateCIDRs: loopback, Timeout: faultTimeout, Resolver: srv.Resolver()})
+			p := NewProber(ProberOptions{PrivateCIDRs: loopback, Ports: probetest.AnyPort(), Timeout: faultTimeout, Resolver: srv.Resolver()})
 			got := probeReturns(t, p, "postgresql://postgres:"+pgPasswordEncoded+"@"+host+":5432/test?sslmode=disable", 3*faultTimeout+5*time.Second)
 			want := denial(ReasonHostUnresolvable, tc.wantMessage, tc.wantFix)
 			if diff := cmp.Diff(want, got); diff != "" {
@@ -490,8 +496,8 @@ func TestLeakThousandProbes(t *testing.T) {
 					proxies[w] = append(proxies[w], startFaultProxy(t, tc.target, m.fault))
 				}
 			}
-			fast := NewProber(ProberOptions{PrivateCIDRs: loopback, Timeout: 10 * time.Second})
-			slow := NewProber(ProberOptions{PrivateCIDRs: loopback, Timeout: 300 * time.Millisecond})
+			fast := NewProber(ProberOptions{PrivateCIDRs: loopback, Ports: probetest.AnyPort(), Timeout: 10 * time.Second})
+			slow := NewProber(ProberOptions{PrivateCIDRs: loopback, Ports: probetest.AnyPort(), Timeout: 300 * time.Millisecond})
 
 			start := time.Now()
 			var passed, denied atomic.Int64

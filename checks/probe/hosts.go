@@ -23,8 +23,11 @@ func DefaultPrivateCIDRs() []netip.Prefix {
 }
 
 // checkHosts resolves every host of d and requires each address to be
-// private. A DigitalOcean public hostname is denied without resolving it.
+// private, after checking every port against the allowlist. A DigitalOcean public hostname is denied without resolving it.
 func (p *Prober) checkHosts(ctx context.Context, d *dsn) (map[string][]netip.Addr, Result, bool) {
+	if res, ok := p.checkPorts(d); !ok {
+		return nil, res, false
+	}
 	addrs := map[string][]netip.Addr{}
 	for _, e := range d.endpoints {
 		host := Printable(e.host)

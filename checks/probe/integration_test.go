@@ -54,7 +54,7 @@ func withHost(t *testing.T, dsn, hostport string) string {
 
 type integrationCase struct {
 	dsn      string
-	opts     ProberOptions // PrivateCIDRs default to loopback, Timeout to 5s
+	opts     ProberOptions // PrivateCIDRs default to loopback, Timeout to 5s, Ports to any
 	want     *outcome      // nil: the probe passes
 	within   time.Duration // if set, a hang detector: the check must end within this long (generous: the machine may be loaded)
 	password string        // if set, must appear nowhere in the findings
@@ -69,6 +69,9 @@ func runIntegrationCases(t *testing.T, tests map[string]integrationCase) {
 			}
 			if tc.opts.Timeout == 0 {
 				tc.opts.Timeout = 5 * time.Second
+			}
+			if tc.opts.Ports == nil {
+				tc.opts.Ports = probetest.AnyPort()
 			}
 			p := NewProber(tc.opts)
 			start := time.Now()
@@ -131,8 +134,8 @@ func TestDatabaseIntegrationPostgres(t *testing.T) {
 			dsn:      withHost(t, good, closed),
 			password: pgPassword,
 			want: denial(ReasonConnectRefused,
-				"nothing is listening at "+closed+" (connection refused)",
-				"check the host and port in "+secretSource+" and that the database is running"),
+				"database at "+closed+" is not reachable",
+				"check that the cluster is in the database's Trusted sources, and that "+secretSource+" names the database's private hostname and port"),
 		},
 		"a listener that never answers is denied within the timeout": {
 			dsn:      withHost(t, good, blackhole),
@@ -140,8 +143,8 @@ func TestDatabaseIntegrationPostgres(t *testing.T) {
 			within:   10 * time.Second,
 			password: pgPassword,
 			want: denial(ReasonNoResponse,
-				"database at "+blackhole+" accepted the connection but did not answer within 500ms",
-				"check that the port in "+secretSource+" is the database's port, and the database's health"),
+				"database at "+blackhole+" is not reachable",
+				"check that the cluster is in the database's Trusted sources, and that "+secretSource+" names the database's private hostname and port"),
 		},
 		"an un-encoded password gets the url-encoding hint": {
 			dsn:      "postgresql://postgres:" + pgPassword + "@" + addr + "/app?sslmode=disable",
@@ -188,7 +191,7 @@ func TestDatabaseIntegrationPostgres(t *testing.T) {
 	t.Run("a second probe within the TTL reuses the result", func(t *testing.T) {
 		proxy := testdb.StartProxy(t, addr)
 		obs := &observed{}
-		p := NewProber(ProberOptions{PrivateCIDRs: loopback, Timeout: 5 * time.Second, CacheTTL: DefaultCacheTTL, Observe: obs.observe})
+		p := NewProber(ProberOptions{PrivateCIDRs: loopback, Ports: probetest.AnyPort(), Timeout: 5 * time.Second, CacheTTL: DefaultCacheTTL, Observe: obs.observe})
 		dsn := withHost(t, good, proxy.Addr)
 		for range 2 {
 			if got := probeOutcome(t, p, dsn); got != nil {
@@ -209,7 +212,7 @@ func TestDatabaseIntegrationPostgres(t *testing.T) {
 		obs := &observed{}
 		release := make(chan struct{})
 		var dialer net.Dialer
-		p := NewProber(ProberOptions{PrivateCIDRs: loopback, Timeout: 10 * time.Second, CacheTTL: DefaultCacheTTL, Observe: obs.observe,
+		p := NewProber(ProberOptions{PrivateCIDRs: loopback, Ports: probetest.AnyPort(), Timeout: 10 * time.Second, CacheTTL: DefaultCacheTTL, Observe: obs.observe,
 			Dial: func(ctx context.Context, network, a string) (net.Conn, error) {
 				<-release // hold the first probe until every caller has started
 				return dialer.DialContext(ctx, network, a)
@@ -321,8 +324,8 @@ func TestDatabaseIntegrationMariaDB(t *testing.T) {
 			within:   10 * time.Second,
 			password: mysqlPassword,
 			want: denial(ReasonNoResponse,
-				"database at "+blackhole+" accepted the connection but did not answer within 500ms",
-				"check that the port in "+secretSource+" is the database's port, and the database's health"),
+				"database at "+blackhole+" is not reachable",
+				"check that the cluster is in the database's Trusted sources, and that "+secretSource+" names the database's private hostname and port"),
 		},
 		"an un-encoded password gets the url-encoding hint": {
 			dsn:      "mysql://app:" + mysqlPassword + "@" + addr + "/app",

@@ -14,6 +14,9 @@ import (
 func (p *Prober) connectMySQL(ctx context.Context, d *dsn, t *dialTracker, addrs map[string][]netip.Addr) (string, error) {
 	cfg := d.my
 	e := d.endpoints[0]
+	t.mu.Lock()
+	t.mysqlFraming = true
+	t.mu.Unlock()
 	cfg.DialFunc = func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var errs []error
 		for _, ip := range addrs[e.host] {

@@ -5,12 +5,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 func (p *Prober) connectPostgres(ctx context.Context, d *dsn, t *dialTracker, addrs map[string][]netip.Addr) (string, error) {
@@ -37,9 +39,17 @@ func (p *Prober) connectPostgres(ctx context.Context, d *dsn, t *dialTracker, ad
 		t.mu.Unlock()
 		return c, nil
 	}
+	// pgx allows a message body of up to 1 GiB and allocates it before
+	// reading: a server that announces one would have the guard hold it.
+	cfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+		f := pgproto3.NewFrontend(r, w)
+		f.SetMaxBodyLen(maxMessageLen)
+		return f
+	}
 	cfg.OnNotice = nil
 	cfg.OnNotification = nil
-	cfg.RuntimeParams["application_name"] = "cutover-guard"
+	// The only run-time parameter sent: none of the string's reach here.
+	cfg.RuntimeParams = map[string]string{"application_name": "cutover-guard"}
 
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {

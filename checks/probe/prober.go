@@ -14,11 +14,15 @@ import (
 const (
 	// DefaultTimeout bounds one probe (--db-timeout).
 	DefaultTimeout = 2 * time.Second
-	// DefaultCacheTTL is how long a probe result is reused (--db-cache-ttl).
+	// DefaultCacheTTL is how long a failed probe is remembered, as backoff
+	// (--db-cache-ttl).
 	DefaultCacheTTL = 10 * time.Second
 	// DefaultMaxInFlight bounds the probes a Prober runs at once
 	// (--db-max-in-flight).
 	DefaultMaxInFlight = 32
+	// DefaultPassTTL is how long a passed probe is reused, and the most it
+	// may be: a switch is allowed on a pass at most this old.
+	DefaultPassTTL = time.Second
 )
 
 // ProberOptions configures a Prober. A zero field whose zero has no meaning
@@ -31,15 +35,24 @@ type ProberOptions struct {
 	// Timeout bounds one probe, from name resolution to SELECT 1.
 	// Default DefaultTimeout.
 	Timeout time.Duration
-	// CacheTTL is how long a probe result is reused for the same connection
-	// string; zero or negative turns the cache off. DefaultCacheTTL is the
-	// guard's default.
+	// CacheTTL is how long a failed probe is remembered for the same
+	// connection string, so that a broken database is not dialled on every
+	// retry; zero or negative turns the cache off (passes included).
+	// DefaultCacheTTL is the guard's default.
 	CacheTTL time.Duration
 	// MaxInFlight bounds the probes running at once, process-wide; a probe
 	// beyond it waits for a slot as long as a caller waits for it, and is
 	// never started once every caller has gone or its deadline has passed.
 	// Default DefaultMaxInFlight.
 	MaxInFlight int
+	// PassTTL is how long a passed probe is reused; zero means
+	// DefaultPassTTL, negative never reuses a pass, and more than
+	// DefaultPassTTL is cut to it.
+	PassTTL time.Duration
+	// Ports are the only ports a probe connects to; a connection string
+	// naming another is denied before any lookup. Default
+	// DefaultDatabasePorts.
+	Ports []uint16
 	// Resolver looks up a host name. Default net.DefaultResolver.
 	Resolver func(ctx context.Context, host string) ([]netip.Addr, error)
 	// Dial opens a TCP connection to an address the host policy has
@@ -54,7 +67,8 @@ type ProberOptions struct {
 }
 
 // Prober checks that a connection string leads to a database that answers.
-// Results are cached briefly, keyed by a SHA-256 of the connection string,
+// Passes are reused for at most DefaultPassTTL, failures remembered briefly
+// as backoff, keyed by a SHA-256 of the connection string,
 // and concurrent probes of the same string share one connection attempt.
 // At most MaxInFlight probes run at once. A Prober is safe for concurrent
 // use.
@@ -62,6 +76,8 @@ type Prober struct {
 	private []netip.Prefix
 	timeout time.Duration
 	ttl     time.Duration
+	passTTL time.Duration
+	ports   portSet
 	resolve func(ctx context.Context, host string) ([]netip.Addr, error)
 	observe func(result Reason, cached bool, d time.Duration)
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -107,6 +123,8 @@ func NewProber(o ProberOptions) *Prober {
 		private: slices.Clone(o.PrivateCIDRs),
 		timeout: o.Timeout,
 		ttl:     max(o.CacheTTL, 0),
+		passTTL: min(o.PassTTL, DefaultPassTTL),
+		ports:   newPortSet(o.Ports),
 		resolve: o.Resolver,
 		observe: o.Observe,
 		dial:    o.Dial,
@@ -121,6 +139,9 @@ func NewProber(o ProberOptions) *Prober {
 	p.slots = make(chan struct{}, o.MaxInFlight)
 	if len(p.private) == 0 {
 		p.private = DefaultPrivateCIDRs()
+	}
+	if o.PassTTL == 0 {
+		p.passTTL = DefaultPassTTL
 	}
 	if p.timeout <= 0 {
 		p.timeout = DefaultTimeout

@@ -52,8 +52,8 @@ func TestProbeConnectTimeout(t *testing.T) {
 		t.Errorf("probe took %s with a 300ms timeout", el)
 	}
 	want := denial(ReasonConnectTimeout,
-		"database at db.internal:5432 is not reachable within 300ms",
-		"is the cluster in the database's Trusted sources?")
+		"database at db.internal:5432 is not reachable",
+		"check that the cluster is in the database's Trusted sources, and that "+secretSource+" names the database's private hostname and port")
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}

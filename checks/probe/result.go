@@ -15,6 +15,7 @@ const (
 	ReasonPasswordNotEncoded Reason = "DatabasePasswordNotEncoded"
 	ReasonHostPublic         Reason = "DatabaseHostPublic"
 	ReasonHostUnresolvable   Reason = "DatabaseHostUnresolvable"
+	ReasonPortNotAllowed     Reason = "DatabasePortNotAllowed"
 	ReasonConnectTimeout     Reason = "DatabaseConnectTimeout"
 	ReasonConnectRefused     Reason = "DatabaseConnectRefused"
 	ReasonUnreachable        Reason = "DatabaseUnreachable"
@@ -44,6 +45,10 @@ type Result struct {
 	// certificate chain was not verified because the connection string
 	// names a CA file: that file is in the application's pod, not here.
 	ChainNotVerified bool
+	// Detail is the precise cause of a failure the requester is told only
+	// in general terms (refused, timed out, reset, no route: "not
+	// reachable"), for the guard's log; never rendered to the requester.
+	Detail string
 }
 
 // Passed reports whether every stage of the probe passed.

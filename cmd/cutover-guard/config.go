@@ -25,6 +25,7 @@ type Config struct {
 	MetricsAddr    string
 	HealthAddr     string
 	PrivateCIDRs   []netip.Prefix
+	DatabasePorts  []uint16
 	DBTimeout      time.Duration
 	DBCacheTTL     time.Duration
 	RequestTimeout time.Duration
@@ -75,7 +76,8 @@ func parseFlags(name string, args []string) (Config, error) {
 	fs.StringVar(&cfg.HealthAddr, "health-probe-bind-address", defaultHealthAddr, "address of the /healthz and /readyz endpoints")
 	cidrs := fs.String("private-cidrs", joinPrefixes(probe.DefaultPrivateCIDRs()), "comma-separated CIDRs a database host must resolve into to count as private")
 	fs.DurationVar(&cfg.DBTimeout, "db-timeout", probe.DefaultTimeout, "bound on each database probe (connect, TLS, auth, SELECT 1)")
-	fs.DurationVar(&cfg.DBCacheTTL, "db-cache-ttl", probe.DefaultCacheTTL, "how long a database probe result is reused for the same connection string; 0 disables the cache")
+	ports := fs.String("database-ports", probe.FormatPorts(probe.DefaultDatabasePorts), "comma-separated ports and ranges (20000-20100) a database probe may connect to; a connection string naming another port is denied without a connection")
+	fs.DurationVar(&cfg.DBCacheTTL, "db-cache-ttl", probe.DefaultCacheTTL, "how long a failed database probe is remembered for the same connection string, as backoff (a pass is reused for at most 1s); 0 probes on every switch")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", defaultRequestTimeout, "decision deadline when the API server sends no timeout parameter")
 	fs.BoolVar(&cfg.CheckCreate, "check-create", false, "also check routes when they are created (off: a GitOps sync creating workload and route together must not deadlock)")
 	env := fs.String("database-url-env", checks.DefaultDatabaseURLEnv, "comma-separated env var names that hold the database connection string in the target's pod template")
@@ -102,6 +104,9 @@ func parseFlags(name string, args []string) (Config, error) {
 	var err error
 	if cfg.PrivateCIDRs, err = parsePrefixes(*cidrs); err != nil {
 		return Config{}, fmt.Errorf("--private-cidrs: %w", err)
+	}
+	if cfg.DatabasePorts, err = probe.ParsePorts(*ports); err != nil {
+		return Config{}, fmt.Errorf("--database-ports: %w", err)
 	}
 	for _, n := range strings.Split(*env, ",") {
 		if n = strings.TrimSpace(n); n != "" {

@@ -49,15 +49,25 @@ func TestParseFlags(t *testing.T) {
 				}
 			},
 		},
-		"a garbage CIDR names itself":     {args: []string{"--private-cidrs=10.0.0.0/8,intranet"}, wantErr: `--private-cidrs: "intranet" is not a CIDR such as 10.0.0.0/8`},
-		"an empty CIDR list is refused":   {args: []string{"--private-cidrs=,"}, wantErr: "--private-cidrs: name at least one CIDR"},
-		"an empty env list is refused":    {args: []string{"--database-url-env= , "}, wantErr: "--database-url-env: name at least one environment variable"},
-		"a zero db timeout is refused":    {args: []string{"--db-timeout=0s"}, wantErr: "--db-timeout must be positive"},
-		"a port out of range is refused":  {args: []string{"--port=70000"}, wantErr: "--port 70000 is not a TCP port"},
-		"stray arguments are refused":     {args: []string{"serve"}, wantErr: "unexpected arguments: serve"},
-		"an unknown flag is refused":      {args: []string{"--no-such-flag"}, wantErr: "flag provided but not defined: -no-such-flag"},
-		"several problems are all named":  {args: []string{"--db-timeout=-1s", "--request-timeout=0s"}, wantErr: "--db-timeout must be positive\n--request-timeout must be positive"},
-		"a negative cache TTL is refused": {args: []string{"--db-cache-ttl=-1s"}, wantErr: "--db-cache-ttl must not be negative"},
+		"a garbage CIDR names itself":   {args: []string{"--private-cidrs=10.0.0.0/8,intranet"}, wantErr: `--private-cidrs: "intranet" is not a CIDR such as 10.0.0.0/8`},
+		"an empty CIDR list is refused": {args: []string{"--private-cidrs=,"}, wantErr: "--private-cidrs: name at least one CIDR"},
+		"database ports and ranges are parsed": {
+			args: []string{"--database-ports=5432, 20000-20002"},
+			check: func(t *testing.T, c Config) {
+				if diff := cmp.Diff([]uint16{5432, 20000, 20001, 20002}, c.DatabasePorts); diff != "" {
+					t.Errorf("ports (-want +got):\n%s", diff)
+				}
+			},
+		},
+		"a garbage database port names itself":   {args: []string{"--database-ports=5432,pg"}, wantErr: `--database-ports: "pg" is not a port or a range such as 20000-20100`},
+		"an empty database port list is refused": {args: []string{"--database-ports=,"}, wantErr: "--database-ports: name at least one port"},
+		"an empty env list is refused":           {args: []string{"--database-url-env= , "}, wantErr: "--database-url-env: name at least one environment variable"},
+		"a zero db timeout is refused":           {args: []string{"--db-timeout=0s"}, wantErr: "--db-timeout must be positive"},
+		"a port out of range is refused":         {args: []string{"--port=70000"}, wantErr: "--port 70000 is not a TCP port"},
+		"stray arguments are refused":            {args: []string{"serve"}, wantErr: "unexpected arguments: serve"},
+		"an unknown flag is refused":             {args: []string{"--no-such-flag"}, wantErr: "flag provided but not defined: -no-such-flag"},
+		"several problems are all named":         {args: []string{"--db-timeout=-1s", "--request-timeout=0s"}, wantErr: "--db-timeout must be positive\n--request-timeout must be positive"},
+		"a negative cache TTL is refused":        {args: []string{"--db-cache-ttl=-1s"}, wantErr: "--db-cache-ttl must not be negative"},
 		"zero caps are refused": {
 			args:    []string{"--max-database-urls-per-target=0", "--max-database-urls-per-request=0", "--db-max-in-flight=0"},
 			wantErr: "--max-database-urls-per-target must be positive\n--max-database-urls-per-request must be positive\n--db-max-in-flight must be positive",
@@ -112,6 +122,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		Port                     int
 		MetricsAddr              string
 		PrivateCIDRs             []netip.Prefix
+		DatabasePorts            []uint16
 		DBTimeout, DBCacheTTL    time.Duration
 		RequestTimeout           time.Duration
 		DatabaseURLEnv           []string
@@ -123,7 +134,8 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 	}
 	want := defaults{
 		Port: crwebhook.DefaultPort, MetricsAddr: metricsserver.DefaultBindAddress,
-		PrivateCIDRs: probe.DefaultPrivateCIDRs(), DBTimeout: probe.DefaultTimeout, DBCacheTTL: probe.DefaultCacheTTL,
+		PrivateCIDRs: probe.DefaultPrivateCIDRs(), DatabasePorts: probe.DefaultDatabasePorts,
+		DBTimeout: probe.DefaultTimeout, DBCacheTTL: probe.DefaultCacheTTL,
 		RequestTimeout: defaultRequestTimeout, DatabaseURLEnv: []string{checks.DefaultDatabaseURLEnv},
 		MaxURLsPerTarget: checks.DefaultMaxDatabaseURLsPerTarget, MaxURLsPerRequest: checks.DefaultMaxDatabaseURLsPerRequest,
 		DBMaxInFlight: probe.DefaultMaxInFlight,
@@ -132,7 +144,8 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 	}
 	got := defaults{
 		Port: c.Port, MetricsAddr: c.MetricsAddr,
-		PrivateCIDRs: c.PrivateCIDRs, DBTimeout: c.DBTimeout, DBCacheTTL: c.DBCacheTTL,
+		PrivateCIDRs: c.PrivateCIDRs, DatabasePorts: c.DatabasePorts,
+		DBTimeout: c.DBTimeout, DBCacheTTL: c.DBCacheTTL,
 		RequestTimeout: c.RequestTimeout, DatabaseURLEnv: c.DatabaseURLEnv,
 		MaxURLsPerTarget: c.MaxDatabaseURLsPerTarget, MaxURLsPerRequest: c.MaxDatabaseURLsPerRequest,
 		DBMaxInFlight: c.DBMaxInFlight,

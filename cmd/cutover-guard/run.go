@@ -60,6 +60,7 @@ func run(ctx context.Context, cfg Config) error {
 	if !cfg.SkipDatabase {
 		guard.Prober = probe.NewProber(probe.ProberOptions{
 			PrivateCIDRs: cfg.PrivateCIDRs,
+			Ports:        cfg.DatabasePorts,
 			Timeout:      cfg.DBTimeout,
 			CacheTTL:     cfg.DBCacheTTL,
 			MaxInFlight:  cfg.DBMaxInFlight,
@@ -101,6 +102,7 @@ func run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	log.Info("starting", "port", cfg.Port, "certDir", cfg.CertDir, "certRotation", rotation != nil, "privateCIDRs", joinPrefixes(cfg.PrivateCIDRs),
+		"databasePorts", probe.FormatPorts(cfg.DatabasePorts), "dbCacheTTL", cfg.DBCacheTTL.String(),
 		"dbTimeout", cfg.DBTimeout.String(), "checkCreate", cfg.CheckCreate, "databaseURLEnv", cfg.DatabaseURLEnv, "overrideGroups", cfg.OverrideGroups)
 	return mgr.Start(ctx)
 }

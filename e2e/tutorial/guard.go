@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cutover-guard/cutover-guard/checks/probe"
+
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/cutover-guard/cutover-guard/internal/loopback"
@@ -46,6 +48,13 @@ type GuardOptions struct {
 	// guard's defaults, so that a database on 127.0.0.1 is private and
 	// 127.0.0.2 is public.
 	PrivateCIDRs []string
+	// DatabasePorts is --database-ports. Default: DefaultDatabasePorts, so
+	// that throwaway databases on ports the OS chose can be probed.
+	DatabasePorts string
+	// PrePortAllowlistBuild marks a build older than --database-ports (the
+	// benchmarks measure older builds for comparison): the flag is not
+	// passed.
+	PrePortAllowlistBuild bool
 	// DBTimeout is --db-timeout; zero leaves the guard's default.
 	DBTimeout time.Duration
 	// Certificate is the serving certificate written to Dir/certs; nil
@@ -72,8 +81,10 @@ type GuardOptions struct {
 	StartTimeout time.Duration
 }
 
-// DefaultPrivateCIDRs is the guard's default --private-cidrs.
-var DefaultPrivateCIDRs = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"}
+// DefaultDatabasePorts is the --database-ports the harness gives the guard:
+// every unprivileged port (the guard's defaults among them), where the
+// throwaway databases listen.
+const DefaultDatabasePorts = "1024-65535"
 
 // Guard is a running cutover-guard process serving the webhook on 127.0.0.1.
 type Guard struct {
@@ -110,10 +121,16 @@ func StartGuard(ctx context.Context, o GuardOptions) (*Guard, error) {
 		return nil, errors.New("StartGuard: Binary, Kubeconfig and Dir are required")
 	}
 	if len(o.PrivateCIDRs) == 0 {
-		o.PrivateCIDRs = append([]string{"127.0.0.1/32"}, DefaultPrivateCIDRs...)
+		o.PrivateCIDRs = []string{"127.0.0.1/32"}
+		for _, p := range probe.DefaultPrivateCIDRs() {
+			o.PrivateCIDRs = append(o.PrivateCIDRs, p.String())
+		}
 	}
 	if o.LogPath == "" {
 		o.LogPath = filepath.Join(o.Dir, "cutover-guard.log")
+	}
+	if o.DatabasePorts == "" {
+		o.DatabasePorts = DefaultDatabasePorts
 	}
 	if o.StartTimeout == 0 {
 		o.StartTimeout = time.Minute
@@ -174,6 +191,9 @@ func StartGuard(ctx context.Context, o GuardOptions) (*Guard, error) {
 			"--health-probe-bind-address=127.0.0.1:"+strconv.Itoa(g.HealthPort),
 			"--private-cidrs="+strings.Join(o.PrivateCIDRs, ","),
 		), certArgs...)
+		if !o.PrePortAllowlistBuild {
+			g.Args = append(g.Args, "--database-ports="+o.DatabasePorts)
+		}
 		if o.DBTimeout != 0 {
 			g.Args = append(g.Args, "--db-timeout="+o.DBTimeout.String())
 		}

@@ -25,3 +25,13 @@ func FixedResolver(ips ...string) func(context.Context, string) ([]netip.Addr, e
 func RefuseDial(context.Context, string, string) (net.Conn, error) {
 	return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 }
+
+// AnyPort allows every TCP port, for tests that probe throwaway servers on
+// ports the OS chose, where the port allowlist is not what they test.
+func AnyPort() []uint16 {
+	out := make([]uint16, 0, 65535)
+	for p := 1; p <= 65535; p++ {
+		out = append(out, uint16(p))
+	}
+	return out
+}
