@@ -120,7 +120,7 @@ func TestGuardEvaluateProbeFloodIsBounded(t *testing.T) {
 		tg.Service = types.NamespacedName{Namespace: "production", Name: name}
 		targets = append(targets, tg)
 	}
-	p := probe.NewProber(probe.ProberOptions{PrivateCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Timeout: time.Minute})
+	p := probe.NewProber(probe.ProberOptions{PrivateCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Ports: probetest.AnyPort(), Timeout: time.Minute})
 	g := &Guard{Reader: fakeReader(objs...), Prober: p}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()

@@ -26,7 +26,7 @@ func TestProberBoundsProbesInFlight(t *testing.T) {
 	var mu sync.Mutex
 	var lateDials int
 	deadline := time.Now().Add(time.Second)
-	p := NewProber(ProberOptions{PrivateCIDRs: loopback, Timeout: time.Minute, MaxInFlight: inFlight,
+	p := NewProber(ProberOptions{PrivateCIDRs: loopback, Ports: probetest.AnyPort(), Timeout: time.Minute, MaxInFlight: inFlight,
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			if time.Now().After(deadline.Add(50 * time.Millisecond)) {
 				mu.Lock()
