@@ -321,7 +321,7 @@ func checkGuardRole(t *testing.T, role *rbacv1.ClusterRole) {
 		slices.Sort(got[k])
 	}
 	want := map[string][]string{
-		"services.":                                 {"get", "list"},
+		"services.":                                 {"get"},
 		"deployments.apps":                          {"get"},
 		"replicasets.apps":                          {"list"},
 		"endpointslices.discovery.k8s.io":           {"get", "list"},
