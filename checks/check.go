@@ -41,6 +41,9 @@ type Input struct {
 	// requestURLs, set by Guard, is what is left of the update's budget of
 	// connection strings; nil is no bound beyond MaxDatabaseURLs.
 	requestURLs *urlBudget
+	// namespaceURLs, set by Guard, is each namespace's budget of distinct
+	// connection strings per minute; nil is no such bound.
+	namespaceURLs *namespaceURLs
 
 	// Service and Port are set by Reference when the reference is usable:
 	// the target's Service and the Service port the backendRef maps to.

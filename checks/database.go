@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/types"
@@ -152,12 +153,30 @@ func DatabaseReachable(ctx context.Context, in *Input) ([]Finding, error) {
 			break
 		}
 	}
+	// The Deployments are the Service's namespace's: it pays for the
+	// strings written in its pod templates, and its probes are its share
+	// of the Prober's slots.
+	ns := svc.Namespace
+	kept := uses[:0:0]
+	var retry time.Duration
+	for _, u := range uses {
+		if ok, r := in.namespaceURLs.take(ns, u.value); !ok {
+			retry = r
+			continue
+		}
+		kept = append(kept, u)
+	}
+	if left := len(uses) - len(kept); left > 0 {
+		findings = append(findings, budgetExceeded(svc, ns, in.namespaceURLs.limit, left, retry))
+	}
+	uses = kept
+	pctx := probe.WithTenant(ctx, ns)
 	results := make([]probe.Result, len(uses))
 	var g errgroup.Group
 	g.SetLimit(maxConcurrentProbes)
 	for i, u := range uses {
 		g.Go(func() (err error) {
-			results[i], err = in.Prober.Probe(ctx, u.value)
+			results[i], err = in.Prober.Probe(pctx, u.value)
 			return err
 		})
 	}

@@ -47,6 +47,48 @@ type Guard struct {
 	// targets' strings fit is first come, first served; the others get a
 	// Deny finding. Default DefaultMaxDatabaseURLsPerRequest.
 	MaxDatabaseURLsPerRequest int
+	// MaxDecisionsPerNamespace bounds the decisions Evaluate checks at
+	// once for one namespace; one more is denied at once (NamespaceBusy).
+	// Default DefaultMaxDecisionsPerNamespace.
+	//
+	// It counts by the namespace of the route, not of the target Services:
+	// the route's namespace is the tenant asking (a ReferenceGrant lets it
+	// name Services elsewhere, whose owners must not be charged for it), and
+	// it lives here rather than in the webhook because every checked
+	// decision, of any route kind or caller, passes through Evaluate.
+	MaxDecisionsPerNamespace int
+	// DatabaseURLsPerNamespacePerMinute bounds the distinct connection
+	// strings probed per minute for the Deployments of one namespace (where
+	// the string is written); past it a string is denied without a probe
+	// (DatabaseBudgetExceeded). Default
+	// DefaultDatabaseURLsPerNamespacePerMinute.
+	DatabaseURLsPerNamespacePerMinute int
+
+	// now is the clock of the per-minute budget; nil is time.Now.
+	now   func() time.Time
+	once  sync.Once
+	busy  *busyNamespaces
+	urlsN *namespaceURLs
+}
+
+// init sets up the per-namespace bounds on the first decision.
+func (g *Guard) init() {
+	g.once.Do(func() {
+		limit := g.MaxDecisionsPerNamespace
+		if limit <= 0 {
+			limit = DefaultMaxDecisionsPerNamespace
+		}
+		g.busy = &busyNamespaces{limit: limit, n: map[string]int{}}
+		perMinute := g.DatabaseURLsPerNamespacePerMinute
+		if perMinute <= 0 {
+			perMinute = DefaultDatabaseURLsPerNamespacePerMinute
+		}
+		now := g.now
+		if now == nil {
+			now = time.Now
+		}
+		g.urlsN = newNamespaceURLs(perMinute, now)
+	})
 }
 
 const (
@@ -98,7 +140,18 @@ type Result struct {
 // ctx's deadline: a check still running then becomes a Timeout denial that
 // names it. An error means the checks could not be carried out (the API
 // server could not be read), not that a target is unfit.
+//
+// A decision from a namespace (the targets' route's) that already has
+// MaxDecisionsPerNamespace in flight is denied at once, NamespaceBusy.
 func (g *Guard) Evaluate(ctx context.Context, targets []Target) (Result, error) {
+	g.init()
+	if len(targets) > 0 {
+		ns := targets[0].Route.Namespace
+		if !g.busy.acquire(ns) {
+			return namespaceBusy(ns, g.busy.limit, targets), nil
+		}
+		defer g.busy.release(ns)
+	}
 	results := make([]Result, len(targets))
 	errs := make([]error, len(targets))
 	limit := g.MaxConcurrentTargets
@@ -152,7 +205,7 @@ type outcome struct {
 // Deployments), then the rest concurrently.
 func (g *Guard) evaluate(ctx context.Context, t Target, budget *urlBudget) (Result, error) {
 	var res Result
-	in := Input{Reader: g.Reader, Prober: g.Prober, DatabaseEnv: g.DatabaseEnv, MaxDatabaseURLs: g.MaxDatabaseURLsPerTarget, Target: t, requestURLs: budget}
+	in := Input{Reader: g.Reader, Prober: g.Prober, DatabaseEnv: g.DatabaseEnv, MaxDatabaseURLs: g.MaxDatabaseURLsPerTarget, Target: t, requestURLs: budget, namespaceURLs: g.urlsN}
 	in, done, err := runCheck(ctx, in, &res, CheckReference, Reference)
 	if err != nil || !done || in.Service == nil {
 		return res, err

@@ -45,6 +45,11 @@ type ProberOptions struct {
 	// never started once every caller has gone or its deadline has passed.
 	// Default DefaultMaxInFlight.
 	MaxInFlight int
+	// MaxInFlightPerTenant bounds the slots of MaxInFlight that the probes
+	// of one tenant (WithTenant) hold at once, so that one tenant's probes
+	// of databases that never answer leave slots for the others. Default
+	// half of MaxInFlight, at least 1; more than MaxInFlight is cut to it.
+	MaxInFlightPerTenant int
 	// PassTTL is how long a passed probe is reused; zero means
 	// DefaultPassTTL, negative never reuses a pass, and more than
 	// DefaultPassTTL is cut to it.
@@ -70,8 +75,8 @@ type ProberOptions struct {
 // Passes are reused for at most DefaultPassTTL, failures remembered briefly
 // as backoff, keyed by a SHA-256 of the connection string,
 // and concurrent probes of the same string share one connection attempt.
-// At most MaxInFlight probes run at once. A Prober is safe for concurrent
-// use.
+// At most MaxInFlight probes run at once, at most MaxInFlightPerTenant of
+// them for one tenant. A Prober is safe for concurrent use.
 type Prober struct {
 	private []netip.Prefix
 	timeout time.Duration
@@ -84,17 +89,27 @@ type Prober struct {
 	now     func() time.Time
 
 	slots   chan struct{} // one per probe running
+	tenants *tenantSlots  // each tenant's share of slots
 	flights sync.Mutex    // guards inFlight and each flight's callers
 	// inFlight is the probe of each connection string that callers wait
-	// for, by the cache key.
-	inFlight map[[sha256.Size]byte]*flight
+	// for, by tenant and the cache key.
+	inFlight map[flightKey]*flight
 
 	mu    sync.Mutex
 	cache map[[sha256.Size]byte]cacheEntry
 }
 
-// flight is one probe shared by the callers that asked for the same
-// connection string while it was waiting or running.
+// flightKey names a flight: callers share one only within a tenant, so a
+// probe waiting for one tenant's share of slots never holds up a caller of
+// another tenant who asked for the same string (the cache, keyed by the
+// string alone, is still shared).
+type flightKey struct {
+	tenant string
+	dsn    [sha256.Size]byte
+}
+
+// flight is one probe shared by the callers of one tenant that asked for
+// the same connection string while it was waiting or running.
 //
 // It runs while at least one caller waits: when the last one's context
 // ends, the probe's context is cancelled and its result, cut short, is
@@ -131,12 +146,16 @@ func NewProber(o ProberOptions) *Prober {
 		now:     time.Now,
 		cache:   map[[sha256.Size]byte]cacheEntry{},
 
-		inFlight: map[[sha256.Size]byte]*flight{},
+		inFlight: map[flightKey]*flight{},
 	}
 	if o.MaxInFlight <= 0 {
 		o.MaxInFlight = DefaultMaxInFlight
 	}
 	p.slots = make(chan struct{}, o.MaxInFlight)
+	if o.MaxInFlightPerTenant <= 0 {
+		o.MaxInFlightPerTenant = max(o.MaxInFlight/2, 1)
+	}
+	p.tenants = newTenantSlots(min(o.MaxInFlightPerTenant, o.MaxInFlight))
 	if len(p.private) == 0 {
 		p.private = DefaultPrivateCIDRs()
 	}
@@ -186,13 +205,14 @@ func (p *Prober) probe(ctx context.Context, raw string) (_ Result, cached bool, 
 			Fix:     plain(perr.fix),
 		}, false, nil
 	}
+	fk := flightKey{tenant: tenantOf(ctx), dsn: key}
 	p.flights.Lock()
-	f, joined := p.inFlight[key]
+	f, joined := p.inFlight[fk]
 	if !joined {
 		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		f = &flight{done: make(chan struct{}), cancel: cancel}
-		p.inFlight[key] = f
-		go p.fly(fctx, key, f, d)
+		p.inFlight[fk] = f
+		go p.fly(fctx, fk, f, d)
 	}
 	f.callers++
 	if dl, ok := ctx.Deadline(); !ok {
@@ -211,8 +231,8 @@ func (p *Prober) probe(ctx context.Context, raw string) (_ Result, cached bool, 
 		p.flights.Lock()
 		if f.callers--; f.callers == 0 {
 			f.cancel() // nobody waits: the probe ends, or never starts
-			if p.inFlight[key] == f {
-				delete(p.inFlight, key)
+			if p.inFlight[fk] == f {
+				delete(p.inFlight, fk)
 			}
 		}
 		p.flights.Unlock()
@@ -220,10 +240,19 @@ func (p *Prober) probe(ctx context.Context, raw string) (_ Result, cached bool, 
 	}
 }
 
-// fly waits for a slot, probes d under ctx (cancelled when no caller waits
-// any more) and gives the callers of f the result.
-func (p *Prober) fly(ctx context.Context, key [sha256.Size]byte, f *flight, d *dsn) {
+// fly waits for a slot of its tenant's share, then for one of the
+// Prober's, probes d under ctx (cancelled when no caller waits any more)
+// and gives the callers of f the result. The tenant's slot comes first, so
+// that a tenant past its share waits without holding a slot another
+// tenant could use.
+func (p *Prober) fly(ctx context.Context, fk flightKey, f *flight, d *dsn) {
 	defer f.cancel()
+	key := fk.dsn
+	ok, release := p.tenants.acquire(ctx, fk.tenant)
+	defer release()
+	if !ok {
+		return // every caller gave up while it waited: never started
+	}
 	select {
 	case p.slots <- struct{}{}:
 		defer func() { <-p.slots }()
@@ -235,8 +264,8 @@ func (p *Prober) fly(ctx context.Context, key [sha256.Size]byte, f *flight, d *d
 	// caller joins it after.
 	p.flights.Lock()
 	if f.abandoned = ctx.Err() != nil || (!f.unbounded && !time.Now().Before(f.deadline)); f.abandoned {
-		if p.inFlight[key] == f {
-			delete(p.inFlight, key)
+		if p.inFlight[fk] == f {
+			delete(p.inFlight, fk)
 		}
 	}
 	p.flights.Unlock()
@@ -255,8 +284,8 @@ func (p *Prober) fly(ctx context.Context, key [sha256.Size]byte, f *flight, d *d
 		}
 	}
 	p.flights.Lock()
-	if p.inFlight[key] == f {
-		delete(p.inFlight, key)
+	if p.inFlight[fk] == f {
+		delete(p.inFlight, fk)
 	}
 	p.flights.Unlock()
 	f.res = r

@@ -37,9 +37,14 @@ type Config struct {
 	MaxDatabaseURLsPerRequest int
 	// DBMaxInFlight bounds the database probes running at once.
 	DBMaxInFlight int
-	EnableHTTP2   bool
-	SkipDatabase  bool
-	Zap           zap.Options
+	// MaxChecksPerNamespace bounds the decisions checked at once for one
+	// namespace; DBProbesPerNamespacePerMinute the distinct connection
+	// strings probed per minute for one namespace.
+	MaxChecksPerNamespace         int
+	DBProbesPerNamespacePerMinute int
+	EnableHTTP2                   bool
+	SkipDatabase                  bool
+	Zap                           zap.Options
 	// OverrideGroups are the users and groups who may let a denied switch
 	// through with the cutover-guard.dev/override annotation; empty: nobody.
 	OverrideGroups []string
@@ -84,6 +89,8 @@ func parseFlags(name string, args []string) (Config, error) {
 	fs.IntVar(&cfg.MaxDatabaseURLsPerTarget, "max-database-urls-per-target", checks.DefaultMaxDatabaseURLsPerTarget, "distinct connection strings probed for one target; a target naming more is denied")
 	fs.IntVar(&cfg.MaxDatabaseURLsPerRequest, "max-database-urls-per-request", checks.DefaultMaxDatabaseURLsPerRequest, "distinct connection strings probed for one update across its targets; the targets past it are denied")
 	fs.IntVar(&cfg.DBMaxInFlight, "db-max-in-flight", probe.DefaultMaxInFlight, "database probes running at once, for all requests; a probe waits for a slot no longer than its request's deadline")
+	fs.IntVar(&cfg.MaxChecksPerNamespace, "max-checks-per-namespace", checks.DefaultMaxDecisionsPerNamespace, "route switches checked at once for one namespace (the route's); one more is denied at once with NamespaceBusy")
+	fs.IntVar(&cfg.DBProbesPerNamespacePerMinute, "db-probes-per-namespace-per-minute", checks.DefaultDatabaseURLsPerNamespacePerMinute, "distinct connection strings probed per minute for the Deployments of one namespace; past it a string is denied without a probe (DatabaseBudgetExceeded)")
 	fs.BoolVar(&cfg.EnableHTTP2, "enable-http2", false, "serve the webhook over HTTP/2 as well as HTTP/1.1")
 	fs.BoolVar(&cfg.SkipDatabase, "skip-database-check", false, "do not probe databases (each checked target then gets a warning)")
 	fs.BoolVar(&cfg.DisableCertRotation, "disable-cert-rotation", false, "do not bootstrap, inject or rotate the serving certificate; serve the tls.crt and tls.key that another tool (cert-manager) puts in --cert-dir")
@@ -143,6 +150,12 @@ func parseFlags(name string, args []string) (Config, error) {
 	}
 	if cfg.DBMaxInFlight <= 0 {
 		errs = append(errs, errors.New("--db-max-in-flight must be positive"))
+	}
+	if cfg.MaxChecksPerNamespace <= 0 {
+		errs = append(errs, errors.New("--max-checks-per-namespace must be positive"))
+	}
+	if cfg.DBProbesPerNamespacePerMinute <= 0 {
+		errs = append(errs, errors.New("--db-probes-per-namespace-per-minute must be positive"))
 	}
 	if cfg.DBCacheTTL < 0 {
 		errs = append(errs, errors.New("--db-cache-ttl must not be negative"))

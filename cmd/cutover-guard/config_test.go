@@ -72,6 +72,10 @@ func TestParseFlags(t *testing.T) {
 			args:    []string{"--max-database-urls-per-target=0", "--max-database-urls-per-request=0", "--db-max-in-flight=0"},
 			wantErr: "--max-database-urls-per-target must be positive\n--max-database-urls-per-request must be positive\n--db-max-in-flight must be positive",
 		},
+		"zero or negative per-namespace bounds are refused": {
+			args:    []string{"--max-checks-per-namespace=0", "--db-probes-per-namespace-per-minute=-1"},
+			wantErr: "--max-checks-per-namespace must be positive\n--db-probes-per-namespace-per-minute must be positive",
+		},
 		"nobody may override by default": {
 			check: func(t *testing.T, c Config) {
 				if c.OverrideGroups != nil {
@@ -129,6 +133,8 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		MaxURLsPerTarget         int
 		MaxURLsPerRequest        int
 		DBMaxInFlight            int
+		MaxChecksPerNamespace    int
+		DBProbesPerNamespace     int
 		Namespace, SecretName    string
 		ServiceName, WebhookName string
 	}
@@ -138,8 +144,9 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		DBTimeout: probe.DefaultTimeout, DBCacheTTL: probe.DefaultCacheTTL,
 		RequestTimeout: defaultRequestTimeout, DatabaseURLEnv: []string{checks.DefaultDatabaseURLEnv},
 		MaxURLsPerTarget: checks.DefaultMaxDatabaseURLsPerTarget, MaxURLsPerRequest: checks.DefaultMaxDatabaseURLsPerRequest,
-		DBMaxInFlight: probe.DefaultMaxInFlight,
-		Namespace:     certs.DefaultNamespace, SecretName: certs.DefaultSecretName,
+		DBMaxInFlight:         probe.DefaultMaxInFlight,
+		MaxChecksPerNamespace: checks.DefaultMaxDecisionsPerNamespace, DBProbesPerNamespace: checks.DefaultDatabaseURLsPerNamespacePerMinute,
+		Namespace: certs.DefaultNamespace, SecretName: certs.DefaultSecretName,
 		ServiceName: certs.DefaultServiceName, WebhookName: certs.DefaultWebhookConfigName,
 	}
 	got := defaults{
@@ -148,8 +155,9 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		DBTimeout: c.DBTimeout, DBCacheTTL: c.DBCacheTTL,
 		RequestTimeout: c.RequestTimeout, DatabaseURLEnv: c.DatabaseURLEnv,
 		MaxURLsPerTarget: c.MaxDatabaseURLsPerTarget, MaxURLsPerRequest: c.MaxDatabaseURLsPerRequest,
-		DBMaxInFlight: c.DBMaxInFlight,
-		Namespace:     c.Certs.Namespace, SecretName: c.Certs.SecretName,
+		DBMaxInFlight:         c.DBMaxInFlight,
+		MaxChecksPerNamespace: c.MaxChecksPerNamespace, DBProbesPerNamespace: c.DBProbesPerNamespacePerMinute,
+		Namespace: c.Certs.Namespace, SecretName: c.Certs.SecretName,
 		ServiceName: c.Certs.ServiceName, WebhookName: c.Certs.WebhookConfigName,
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {

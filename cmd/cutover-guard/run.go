@@ -56,7 +56,8 @@ func run(ctx context.Context, cfg Config) error {
 
 	metrics := webhook.DefaultMetrics()
 	guard := &checks.Guard{Reader: mgr.GetAPIReader(), DatabaseEnv: cfg.DatabaseURLEnv,
-		MaxDatabaseURLsPerTarget: cfg.MaxDatabaseURLsPerTarget, MaxDatabaseURLsPerRequest: cfg.MaxDatabaseURLsPerRequest}
+		MaxDatabaseURLsPerTarget: cfg.MaxDatabaseURLsPerTarget, MaxDatabaseURLsPerRequest: cfg.MaxDatabaseURLsPerRequest,
+		MaxDecisionsPerNamespace: cfg.MaxChecksPerNamespace, DatabaseURLsPerNamespacePerMinute: cfg.DBProbesPerNamespacePerMinute}
 	if !cfg.SkipDatabase {
 		guard.Prober = probe.NewProber(probe.ProberOptions{
 			PrivateCIDRs: cfg.PrivateCIDRs,
