@@ -248,6 +248,11 @@ type guard struct {
 // in a cluster, where the guard finds its config without --kubeconfig);
 // otherwise as --kubeconfig.
 func (l *lab) startGuard(ctx context.Context, name string, viaEnv bool, extra ...string) (*guard, error) {
+	if l.guardHasFlag("max-checks-per-namespace") {
+		// The load runs put up to 64 switches in flight in one namespace:
+		// measured is the cost of a check, not the per-namespace bound.
+		extra = append([]string{"--max-checks-per-namespace=1024"}, extra...)
+	}
 	g, err := tutorial.StartGuard(ctx, tutorial.GuardOptions{
 		Binary:        l.s.guardBin,
 		Kubeconfig:    l.cluster.Kubeconfig,

@@ -94,7 +94,10 @@ func start(ctx context.Context, s settings) (_ *env, err error) {
 		Kubeconfig: e.cluster.Kubeconfig,
 		Dir:        s.workDir,
 		DBTimeout:  s.dbTimeout,
-		Args:       append([]string{"--db-cache-ttl=" + s.dbCacheTTL.String()}, s.guardArgs...),
+		// The soak's switchers and editors share one namespace: the
+		// per-namespace bound on checks in flight is raised so that they
+		// are judged on the backend, not on being busy.
+		Args: append([]string{"--db-cache-ttl=" + s.dbCacheTTL.String(), "--max-checks-per-namespace=64"}, s.guardArgs...),
 	})
 	if err != nil {
 		return nil, err
