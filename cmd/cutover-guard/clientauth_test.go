@@ -131,8 +131,9 @@ func TestClientAuthHandshake(t *testing.T) {
 				t.Fatalf("request failed: %v", err)
 			}
 			if !tc.wantOK {
-				if err == nil || !strings.Contains(err.Error(), "tls: ") {
-					t.Fatalf("request = %v, want a TLS handshake failure", err)
+				// The alert, or (TLS 1.3, the request already written) a broken pipe.
+				if err == nil {
+					t.Fatal("request answered, want the handshake to fail")
 				}
 				if reached {
 					t.Error("the handler ran for a caller without a valid certificate")
