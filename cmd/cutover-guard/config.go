@@ -52,6 +52,12 @@ type Config struct {
 	// DisableCertRotation leaves CertDir to someone else (cert-manager, a
 	// mounted Secret) instead of bootstrapping and rotating the certificate.
 	DisableCertRotation bool
+	// ClientCAFile, when set, makes the webhook server require a client
+	// certificate signed by one of its CAs (read at start); ClientCN then
+	// accepts only that Common Name. ClientAuth is what they load to.
+	ClientCAFile string
+	ClientCN     string
+	ClientAuth   *clientAuth
 	// Certs says where the rotated certificate lives; unused when
 	// DisableCertRotation is set.
 	Certs certs.Options
@@ -99,6 +105,8 @@ func parseFlags(name string, args []string) (Config, error) {
 	fs.StringVar(&cfg.Certs.ServiceName, "service-name", certs.DefaultServiceName, "Service (in --namespace) the API server calls; the certificate names <service>.<namespace>.svc")
 	fs.StringVar(&cfg.Certs.WebhookConfigName, "webhook-config-name", certs.DefaultWebhookConfigName, "ValidatingWebhookConfiguration that receives the CA as caBundle")
 	overriders := fs.String("override-groups", "", "comma-separated users and groups who may let a denied switch through with the cutover-guard.dev/override annotation; empty: nobody")
+	fs.StringVar(&cfg.ClientCAFile, "client-ca-file", "", "PEM CA bundle; when set, the webhook accepts only callers with a client certificate it signed (the API server, given one in its AdmissionConfiguration); read at start, restart to change it; empty: no client authentication")
+	fs.StringVar(&cfg.ClientCN, "client-cn", "", "with --client-ca-file, accept only a client certificate with this Common Name (e.g. kube-apiserver); empty: any the CA signed")
 	dnsNames := fs.String("cert-dns-names", "", "comma-separated extra DNS names for the serving certificate (e.g. localhost for a webhook called by URL)")
 	cfg.Zap.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -129,6 +137,17 @@ func parseFlags(name string, args []string) (Config, error) {
 	var errs []error
 	if cfg.OverrideGroups, err = parseOverriders(*overriders); err != nil {
 		errs = append(errs, fmt.Errorf("--override-groups: %w", err))
+	}
+	switch {
+	case cfg.ClientCAFile != "":
+		pool, err := loadClientCAs(cfg.ClientCAFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--client-ca-file: %w", err))
+		} else {
+			cfg.ClientAuth = &clientAuth{CAs: pool, CommonName: cfg.ClientCN}
+		}
+	case cfg.ClientCN != "":
+		errs = append(errs, errors.New("--client-cn needs --client-ca-file: without a CA no client certificate is verified"))
 	}
 	if !cfg.DisableCertRotation {
 		errs = append(errs, cfg.Certs.Validate())

@@ -41,6 +41,9 @@ func run(ctx context.Context, cfg Config) error {
 		}
 		tlsOpts = append(tlsOpts, rotation.TLSConfig)
 	}
+	if cfg.ClientAuth != nil {
+		tlsOpts = append(tlsOpts, cfg.ClientAuth.TLSConfig)
+	}
 	server := crwebhook.NewServer(crwebhook.Options{Port: cfg.Port, CertDir: cfg.CertDir, TLSOpts: tlsOpts})
 
 	scheme := webhook.Scheme()
@@ -104,7 +107,8 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("starting", "port", cfg.Port, "certDir", cfg.CertDir, "certRotation", rotation != nil, "privateCIDRs", joinPrefixes(cfg.PrivateCIDRs),
 		"databasePorts", probe.FormatPorts(cfg.DatabasePorts), "dbCacheTTL", cfg.DBCacheTTL.String(),
-		"dbTimeout", cfg.DBTimeout.String(), "checkCreate", cfg.CheckCreate, "databaseURLEnv", cfg.DatabaseURLEnv, "overrideGroups", cfg.OverrideGroups)
+		"dbTimeout", cfg.DBTimeout.String(), "checkCreate", cfg.CheckCreate, "databaseURLEnv", cfg.DatabaseURLEnv, "overrideGroups", cfg.OverrideGroups,
+		"clientCAFile", cfg.ClientCAFile, "clientCN", cfg.ClientCN)
 	return mgr.Start(ctx)
 }
 

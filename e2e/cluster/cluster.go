@@ -81,6 +81,11 @@ type Options struct {
 	KeepLogs bool
 	// Logf receives progress messages; default: discarded.
 	Logf func(format string, args ...any)
+	// WebhookClientCert makes kube-apiserver authenticate to the webhooks
+	// it calls: an AdmissionConfiguration gives it a client certificate
+	// (Common Name WebhookClientCN) from a throwaway CA, whose certificate
+	// is Cluster.WebhookClientCAFile. Off: it calls them without one.
+	WebhookClientCert bool
 }
 
 // Cluster is a running local control plane.
@@ -104,6 +109,11 @@ type Cluster struct {
 	LogDir string
 	// StartDuration is how long Start took.
 	StartDuration time.Duration
+	// WebhookClientCAFile is the PEM CA that signed the client certificate
+	// kube-apiserver presents to webhooks, and WebhookClientCertFile and
+	// WebhookClientKeyFile that key pair; empty unless
+	// Options.WebhookClientCert.
+	WebhookClientCAFile, WebhookClientCertFile, WebhookClientKeyFile string
 
 	opts    Options
 	workDir string // data, certs and kubeconfig; removed by Stop
@@ -248,6 +258,13 @@ func (c *Cluster) startAPIServer() error {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
 		}
+	}
+	if c.opts.WebhookClientCert {
+		admission, err := c.webhookClientFiles(filepath.Join(c.workDir, "webhook-client"))
+		if err != nil {
+			return fmt.Errorf("webhook client certificate: %w", err)
+		}
+		c.env.ControlPlane.APIServer.Configure().Set("admission-control-config-file", admission)
 	}
 	cfg, startErr := c.env.Start()
 	// Record what runs even when Start failed half way, so Stop can check it.

@@ -27,6 +27,10 @@ type StackOptions struct {
 	// GuardArgs are further flags.
 	DBTimeout time.Duration
 	GuardArgs []string
+	// AuthenticateAPIServer starts the control plane with a webhook client
+	// certificate (cluster.Options.WebhookClientCert) and the guard with
+	// --client-ca-file naming its CA and --client-cn its Common Name.
+	AuthenticateAPIServer bool
 	// WriteManifests writes the tutorial's manifest files into
 	// Dir/manifests, for kubectl commands that name them.
 	WriteManifests bool
@@ -59,7 +63,7 @@ func StartStack(ctx context.Context, o StackOptions) (*Stack, error) {
 	built := make(chan error, 1)
 	go func() { built <- BuildGuard(ctx, binary) }()
 
-	c, err := cluster.Start(ctx, cluster.Options{ToolsDir: o.ToolsDir, Logf: log.Printf, KeepLogs: true})
+	c, err := cluster.Start(ctx, cluster.Options{ToolsDir: o.ToolsDir, Logf: log.Printf, KeepLogs: true, WebhookClientCert: o.AuthenticateAPIServer})
 	if err != nil {
 		return nil, errors.Join(err, <-built)
 	}
@@ -74,7 +78,11 @@ func StartStack(ctx context.Context, o StackOptions) (*Stack, error) {
 	}
 	log.Printf("%s: cluster up and guard built after %s", o.Name, time.Since(began).Round(time.Millisecond))
 
-	s.Guard, err = StartGuard(ctx, GuardOptions{Binary: binary, Kubeconfig: c.Kubeconfig, Dir: dir, DBTimeout: o.DBTimeout, Args: o.GuardArgs})
+	args := o.GuardArgs
+	if o.AuthenticateAPIServer {
+		args = append([]string{"--client-ca-file=" + c.WebhookClientCAFile, "--client-cn=" + cluster.WebhookClientCN}, args...)
+	}
+	s.Guard, err = StartGuard(ctx, GuardOptions{Binary: binary, Kubeconfig: c.Kubeconfig, Dir: dir, DBTimeout: o.DBTimeout, Args: args})
 	if err != nil {
 		return fail(err)
 	}
