@@ -145,8 +145,8 @@ func DatabaseReachable(ctx context.Context, in *Input) ([]Finding, error) {
 		if !in.requestURLs.take(u.value) {
 			findings = append(findings, Finding{
 				Check: CheckDatabase, Severity: Deny, Service: svc, Object: u.src.object(), Reason: ReasonDatabaseTooManyURLs,
-				Message: fmt.Sprintf("the targets of this update name more than %d connection strings; the guard checks at most %d per update, and %d of service %s were left unchecked",
-					in.requestURLs.limit, in.requestURLs.limit, len(uses)-i, svc),
+				Message: fmt.Sprintf("the targets of this update name more than %d connection strings; the guard checks at most %d per update, so %s not checked",
+					in.requestURLs.limit, in.requestURLs.limit, uncheckedStrings(len(uses)-i, svc)),
 				Fix: "switch fewer backends in one update, or point them at fewer distinct connection strings",
 			})
 			uses = uses[:i]
@@ -234,4 +234,14 @@ func databaseFinding(svc types.NamespacedName, src dsnSource, r probe.Result) (F
 	}
 	f.Message, f.Fix = r.Message.Render(src.String()), r.Fix.Render(src.String())
 	return f, true
+}
+
+// uncheckedStrings counts the connection strings of svc left out by a cap:
+// "1 connection string of service ns/app was", "5 connection strings of
+// service ns/app were".
+func uncheckedStrings(n int, svc types.NamespacedName) string {
+	if n == 1 {
+		return fmt.Sprintf("1 connection string of service %s was", svc)
+	}
+	return fmt.Sprintf("%d connection strings of service %s were", n, svc)
 }

@@ -171,7 +171,7 @@ func (u *namespaceURLs) makeRoom(now time.Time) {
 // because namespace ns used its budget; retry comes from take.
 func budgetExceeded(svc types.NamespacedName, ns string, limit, left int, retry time.Duration) Finding {
 	return Finding{Check: CheckDatabase, Severity: Deny, Service: svc, Reason: ReasonDatabaseBudgetExceeded,
-		Message: fmt.Sprintf("namespace %s has had %d distinct connection strings checked in the last minute; the guard checks at most %d per namespace per minute, and %d of service %s were left unchecked",
-			ns, limit, limit, left, svc),
+		Message: fmt.Sprintf("namespace %s has had %d distinct connection strings checked in the last minute; the guard checks at most %d per namespace per minute, so %s not checked",
+			ns, limit, limit, uncheckedStrings(left, svc)),
 		Fix: fmt.Sprintf("retry in %s", max(retry, time.Second).Round(time.Second))}
 }

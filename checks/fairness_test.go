@@ -210,7 +210,7 @@ func TestDatabaseBudgetPerNamespacePerMinute(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []Finding{{Check: CheckDatabase, Severity: Deny, Service: svc, Reason: ReasonDatabaseBudgetExceeded,
-		Message: "namespace tenant-a has had 30 distinct connection strings checked in the last minute; the guard checks at most 30 per namespace per minute, and 1 of service tenant-a/app-green were left unchecked",
+		Message: "namespace tenant-a has had 30 distinct connection strings checked in the last minute; the guard checks at most 30 per namespace per minute, so 1 connection string of service tenant-a/app-green was not checked",
 		Fix:     "retry in 50s"}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("the 31st string (-want +got):\n%s", diff)

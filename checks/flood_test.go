@@ -69,7 +69,7 @@ func TestDatabaseReachableCapsConnectionStrings(t *testing.T) {
 					Message: "deployment app-green names 16 connection strings; the guard checks at most 8",
 					Fix:     "point the env vars of annotation cutover-guard.dev/database-url-env (or --database-url-env) at no more than 8 distinct connection strings"},
 				{Check: CheckDatabase, Severity: Deny, Service: production, Object: "deployment app-green", Reason: ReasonDatabaseTooManyURLs,
-					Message: "the targets of this update name more than 3 connection strings; the guard checks at most 3 per update, and 5 of service production/app-green were left unchecked",
+					Message: "the targets of this update name more than 3 connection strings; the guard checks at most 3 per update, so 5 connection strings of service production/app-green were not checked",
 					Fix:     "switch fewer backends in one update, or point them at fewer distinct connection strings"},
 			},
 		},
