@@ -161,20 +161,20 @@ func parseFlags(name string, args []string) (Config, error) {
 	if cfg.RequestTimeout <= 0 {
 		errs = append(errs, errors.New("--request-timeout must be positive"))
 	}
-	if cfg.MaxDatabaseURLsPerTarget <= 0 {
-		errs = append(errs, errors.New("--max-database-urls-per-target must be positive"))
-	}
-	if cfg.MaxDatabaseURLsPerRequest <= 0 {
-		errs = append(errs, errors.New("--max-database-urls-per-request must be positive"))
-	}
-	if cfg.DBMaxInFlight <= 0 {
-		errs = append(errs, errors.New("--db-max-in-flight must be positive"))
-	}
-	if cfg.MaxChecksPerNamespace <= 0 {
-		errs = append(errs, errors.New("--max-checks-per-namespace must be positive"))
-	}
-	if cfg.DBProbesPerNamespacePerMinute <= 0 {
-		errs = append(errs, errors.New("--db-probes-per-namespace-per-minute must be positive"))
+	// The caps on a tenant's work: zero would refuse every switch.
+	for _, c := range []struct {
+		flag  string
+		value int
+	}{
+		{"max-database-urls-per-target", cfg.MaxDatabaseURLsPerTarget},
+		{"max-database-urls-per-request", cfg.MaxDatabaseURLsPerRequest},
+		{"db-max-in-flight", cfg.DBMaxInFlight},
+		{"max-checks-per-namespace", cfg.MaxChecksPerNamespace},
+		{"db-probes-per-namespace-per-minute", cfg.DBProbesPerNamespacePerMinute},
+	} {
+		if c.value <= 0 {
+			errs = append(errs, fmt.Errorf("--%s must be positive", c.flag))
+		}
 	}
 	if cfg.DBCacheTTL < 0 {
 		errs = append(errs, errors.New("--db-cache-ttl must not be negative"))
