@@ -55,6 +55,7 @@ type lab struct {
 	// warm runs with the default database cache, cold with none; flagged is
 	// started with --kubeconfig (see httpsLoad).
 	warm, cold, flagged  *guard
+	allow                *allowServer // part 3's always-allow webhook, while it runs
 	fastBody, switchBody []byte
 	k8sVersion           string
 }

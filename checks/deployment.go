@@ -92,7 +92,9 @@ func SelectDeployments(ctx context.Context, r client.Reader, svc *corev1.Service
 func replicaSetOwners(ctx context.Context, r client.Reader, svc *corev1.Service) ([]string, error) {
 	var list metav1.PartialObjectMetadataList
 	list.SetGroupVersionKind(appsv1.SchemeGroupVersion.WithKind("ReplicaSetList"))
-	if err := r.List(ctx, &list, client.InNamespace(svc.Namespace), client.MatchingLabels(svc.Spec.Selector)); err != nil {
+	// From the cache: the list only finds names; each Deployment is then
+	// read by a quorum GET (see reads.go).
+	if err := r.List(ctx, &list, client.InNamespace(svc.Namespace), client.MatchingLabels(svc.Spec.Selector), fromCache()); err != nil {
 		err = fmt.Errorf("listing replicasets that match the selector of service %s/%s: %w", svc.Namespace, svc.Name, err)
 		if apierrors.IsForbidden(err) {
 			err = fmt.Errorf("%w; grant the guard list on replicasets.apps (apply this version's manifests/rbac)", err)

@@ -201,8 +201,8 @@ type outcome struct {
 }
 
 // evaluate runs the checks for one target: Reference first (the others need
-// the Service), then DeploymentReady (the database check needs the
-// Deployments), then the rest concurrently.
+// the Service), then EndpointsReady beside DeploymentReady followed by
+// DatabaseReachable (which needs the Deployments).
 func (g *Guard) evaluate(ctx context.Context, t Target, budget *urlBudget) (Result, error) {
 	var res Result
 	in := Input{Reader: g.Reader, Prober: g.Prober, DatabaseEnv: g.DatabaseEnv, MaxDatabaseURLs: g.MaxDatabaseURLsPerTarget, Target: t, requestURLs: budget, namespaceURLs: g.urlsN}
@@ -214,40 +214,48 @@ func (g *Guard) evaluate(ctx context.Context, t Target, budget *urlBudget) (Resu
 	if in.Service.Spec.Type == corev1.ServiceTypeExternalName {
 		return res, nil // no workloads or endpoints to check; Reference warned
 	}
-	if in, done, err = runCheck(ctx, in, &res, CheckDeployment, DeploymentReady); err != nil || !done {
-		return res, err
-	}
-	for i := range in.Deployments {
-		res.Observed = append(res.Observed, observedObject("Deployment", &in.Deployments[i]))
-	}
-
-	type check struct {
-		name Check
-		fn   Func
-	}
-	checks := []check{{CheckEndpoints, EndpointsReady}}
-	if g.Prober != nil {
-		checks = append(checks, check{CheckDatabase, DatabaseReachable})
-	} else {
-		res.Findings = append(res.Findings, Finding{Check: CheckDatabase, Severity: Warn, Service: t.Service, Reason: ReasonDatabaseNotChecked,
-			Message: "database not checked (the guard runs with --skip-database-check)"})
-	}
+	// Two chains at once, each reading what it needs: the endpoints (the
+	// Service's EndpointSlices), and the workload then its database (the
+	// database check reads the Deployments' env). Neither waits for the
+	// other's reads.
 	var mu sync.Mutex
-	errs := make([]error, 0, len(checks))
+	var errs []error
 	var wg sync.WaitGroup
-	for _, c := range checks {
-		wg.Go(func() {
-			var local Result
-			_, _, err := runCheck(ctx, in, &local, c.name, c.fn)
-			mu.Lock()
-			defer mu.Unlock()
-			res.Runs = append(res.Runs, local.Runs...)
-			res.Findings = append(res.Findings, local.Findings...)
-			errs = append(errs, err)
-		})
+	merge := func(local *Result, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		res.Runs = append(res.Runs, local.Runs...)
+		res.Findings = append(res.Findings, local.Findings...)
+		res.Observed = append(res.Observed, local.Observed...)
+		errs = append(errs, err)
 	}
+	wg.Go(func() {
+		var local Result
+		_, _, err := runCheck(ctx, in, &local, CheckEndpoints, EndpointsReady)
+		merge(&local, err)
+	})
+	wg.Go(func() {
+		var local Result
+		in, done, err := runCheck(ctx, in, &local, CheckDeployment, DeploymentReady)
+		if err != nil || !done {
+			merge(&local, err)
+			return
+		}
+		for i := range in.Deployments {
+			local.Observed = append(local.Observed, observedObject("Deployment", &in.Deployments[i]))
+		}
+		if g.Prober == nil {
+			local.Findings = append(local.Findings, Finding{Check: CheckDatabase, Severity: Warn, Service: t.Service, Reason: ReasonDatabaseNotChecked,
+				Message: "database not checked (the guard runs with --skip-database-check)"})
+			merge(&local, nil)
+			return
+		}
+		_, _, err = runCheck(ctx, in, &local, CheckDatabase, DatabaseReachable)
+		merge(&local, err)
+	})
 	wg.Wait()
 	slices.SortStableFunc(res.Findings, func(a, b Finding) int { return checkOrder(a.Check) - checkOrder(b.Check) })
+	slices.SortStableFunc(res.Runs, func(a, b Run) int { return checkOrder(a.Check) - checkOrder(b.Check) })
 	return res, errors.Join(errs...)
 }
 

@@ -476,7 +476,7 @@ func TestGuardEvaluateTimeoutNamesTheCheck(t *testing.T) {
 	c := fake.NewClientBuilder().WithScheme(testScheme()).WithObjects(greenService(), readyDeployment("app-green", 2)).
 		WithInterceptorFuncs(interceptor.Funcs{
 			List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
-				if _, ok := list.(*discoveryv1.EndpointSliceList); ok {
+				if isList(list, "EndpointSliceList") {
 					<-ctx.Done() // an API server that never answers
 					return ctx.Err()
 				}
@@ -885,4 +885,14 @@ func TestNoDeploymentFoundSaysWhereItLooked(t *testing.T) {
 	if len(got) != 1 || got[0].Severity != Warn || got[0].String() != want {
 		t.Errorf("findings = %v, want one warning %q", got, want)
 	}
+}
+
+// isList reports whether list is a list of kind (e.g. "EndpointSliceList"),
+// full or metadata only.
+func isList(list client.ObjectList, kind string) bool {
+	if m, ok := list.(*metav1.PartialObjectMetadataList); ok {
+		return m.GetObjectKind().GroupVersionKind().Kind == kind
+	}
+	gvks, _, err := testScheme().ObjectKinds(list)
+	return err == nil && len(gvks) > 0 && gvks[0].Kind == kind
 }

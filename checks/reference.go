@@ -94,31 +94,77 @@ func ServicePort(svc *corev1.Service, port *int32) (corev1.ServicePort, bool) {
 	return corev1.ServicePort{}, false
 }
 
+// referenceGranted reports whether a ReferenceGrant in the Service's
+// namespace lets t's route refer to the Service. The grants are found in the
+// API server's watch cache and each that grants it is confirmed by a quorum
+// GET (see reads.go): a grant deleted since the cache saw it does not count,
+// and one the cache has not seen yet can only cause a denial.
 func referenceGranted(ctx context.Context, r client.Reader, t Target) (bool, error) {
+	ns := t.Service.Namespace
 	var grants gwv1.ReferenceGrantList
-	err := r.List(ctx, &grants, client.InNamespace(t.Service.Namespace))
+	beta := false
+	err := r.List(ctx, &grants, client.InNamespace(ns), fromCache())
 	if meta.IsNoMatchError(err) {
 		// Gateway API releases before v1.5 serve ReferenceGrant as v1beta1 only.
+		beta = true
 		var old gwv1beta1.ReferenceGrantList
-		if err = r.List(ctx, &old, client.InNamespace(t.Service.Namespace)); err == nil {
+		if err = r.List(ctx, &old, client.InNamespace(ns), fromCache()); err == nil {
 			for _, g := range old.Items {
 				grants.Items = append(grants.Items, gwv1.ReferenceGrant{ObjectMeta: g.ObjectMeta, Spec: gwv1.ReferenceGrantSpec(g.Spec)})
 			}
 		}
 	}
 	if err != nil {
-		return false, fmt.Errorf("listing referencegrants in namespace %s: %w", t.Service.Namespace, err)
+		return false, fmt.Errorf("listing referencegrants in namespace %s: %w", ns, err)
 	}
 	for _, g := range grants.Items {
-		from := slices.ContainsFunc(g.Spec.From, func(f gwv1.ReferenceGrantFrom) bool {
-			return string(f.Group) == gwv1.GroupName && string(f.Kind) == t.RouteKind && string(f.Namespace) == t.Route.Namespace
-		})
-		to := slices.ContainsFunc(g.Spec.To, func(to gwv1.ReferenceGrantTo) bool {
-			return to.Group == "" && to.Kind == "Service" && (to.Name == nil || string(*to.Name) == t.Service.Name)
-		})
-		if from && to {
+		if !grantsRoute(g.Spec, t) {
+			continue
+		}
+		current, err := getReferenceGrant(ctx, r, ns, g.Name, beta)
+		if err != nil {
+			return false, err
+		}
+		if current != nil && grantsRoute(*current, t) {
 			return true, nil
 		}
 	}
 	return false, nil
+}
+
+// grantsRoute reports whether a grant's spec lets t's route refer to its Service.
+func grantsRoute(spec gwv1.ReferenceGrantSpec, t Target) bool {
+	from := slices.ContainsFunc(spec.From, func(f gwv1.ReferenceGrantFrom) bool {
+		return string(f.Group) == gwv1.GroupName && string(f.Kind) == t.RouteKind && string(f.Namespace) == t.Route.Namespace
+	})
+	to := slices.ContainsFunc(spec.To, func(to gwv1.ReferenceGrantTo) bool {
+		return to.Group == "" && to.Kind == "Service" && (to.Name == nil || string(*to.Name) == t.Service.Name)
+	})
+	return from && to
+}
+
+// getReferenceGrant reads one grant by name (v1beta1 when beta); nil when
+// it no longer exists.
+func getReferenceGrant(ctx context.Context, r client.Reader, ns, name string, beta bool) (*gwv1.ReferenceGrantSpec, error) {
+	key := client.ObjectKey{Namespace: ns, Name: name}
+	var spec gwv1.ReferenceGrantSpec
+	var err error
+	if beta {
+		var g gwv1beta1.ReferenceGrant
+		if err = r.Get(ctx, key, &g); err == nil {
+			spec = gwv1.ReferenceGrantSpec(g.Spec)
+		}
+	} else {
+		var g gwv1.ReferenceGrant
+		if err = r.Get(ctx, key, &g); err == nil {
+			spec = g.Spec
+		}
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading referencegrant %s/%s: %w", ns, name, err)
+	}
+	return &spec, nil
 }
