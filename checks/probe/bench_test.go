@@ -163,3 +163,28 @@ func BenchmarkProbeShared50Postgres(b *testing.B) {
 func BenchmarkProbeShared50MariaDB(b *testing.B) {
 	benchShared(b, localMariaDB, "mysql", "root/test")
 }
+
+// The probes a switch pays with fresh passes, per driver and login: a
+// throwaway server of the benchmark's own with password authentication
+// (scram-sha-256 for PostgreSQL), with and without TLS. The setup (initdb
+// and start, a few seconds) is not timed.
+
+// BenchmarkProbeColdPostgresScram is one uncached check of a PostgreSQL
+// that asks for a scram-sha-256 password.
+func BenchmarkProbeColdPostgresScram(b *testing.B) {
+	srv := testdb.StartPostgres(b, testdb.PostgresOptions{})
+	benchProbe(b, benchProber(0), srv.URL("postgresql", "sslmode=disable"))
+}
+
+// BenchmarkProbeColdPostgresTLS is the same over TLS (sslmode=require).
+func BenchmarkProbeColdPostgresTLS(b *testing.B) {
+	srv := testdb.StartPostgres(b, testdb.PostgresOptions{TLS: true})
+	benchProbe(b, benchProber(0), srv.URL("postgresql", "sslmode=require"))
+}
+
+// BenchmarkProbeColdMariaDBPassword is one uncached check of a MariaDB user
+// with a password (mysql_native_password).
+func BenchmarkProbeColdMariaDBPassword(b *testing.B) {
+	srv := testdb.StartMariaDB(b, testdb.MariaDBOptions{})
+	benchProbe(b, benchProber(0), srv.URL("mysql", ""))
+}
