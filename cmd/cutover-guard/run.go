@@ -71,6 +71,10 @@ func run(ctx context.Context, cfg Config) error {
 			Observe:      metrics.ObserveProbe,
 		})
 	}
+	var access webhook.AccessReviewer
+	if cfg.RedactUnreadable {
+		access = webhook.NewSubjectAccessReviewer(mgr.GetClient(), webhook.DefaultAccessReviewTTL, webhook.DefaultAccessReviewCacheSize)
+	}
 	for path, h := range webhook.Handlers(scheme, webhook.Options{
 		Guard: guard,
 		// core/v1 Events: events.k8s.io series would fold distinct denials of one route into one Event.
@@ -78,6 +82,7 @@ func run(ctx context.Context, cfg Config) error {
 		Metrics:        metrics,
 		CheckCreate:    cfg.CheckCreate,
 		OverrideGroups: cfg.OverrideGroups,
+		Access:         access,
 		RequestTimeout: cfg.RequestTimeout,
 	}) {
 		server.Register(path, drainOnShutdown(ctx, h))
@@ -108,7 +113,8 @@ func run(ctx context.Context, cfg Config) error {
 	log.Info("starting", "port", cfg.Port, "certDir", cfg.CertDir, "certRotation", rotation != nil, "privateCIDRs", joinPrefixes(cfg.PrivateCIDRs),
 		"databasePorts", probe.FormatPorts(cfg.DatabasePorts), "dbCacheTTL", cfg.DBCacheTTL.String(),
 		"dbTimeout", cfg.DBTimeout.String(), "checkCreate", cfg.CheckCreate, "databaseURLEnv", cfg.DatabaseURLEnv, "overrideGroups", cfg.OverrideGroups,
-		"clientCAFile", cfg.ClientCAFile, "clientCN", cfg.ClientCN)
+		"clientCAFile", cfg.ClientCAFile, "clientCN", cfg.ClientCN,
+		"redactUnreadable", cfg.RedactUnreadable)
 	return mgr.Start(ctx)
 }
 
