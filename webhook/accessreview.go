@@ -10,9 +10,9 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
-	"golang.org/x/sync/singleflight"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/cutover-guard/cutover-guard/checks"
@@ -54,8 +54,10 @@ type SubjectAccessReviewer struct {
 	// order, since the TTL is the same for all).
 	order  [][sha256.Size]byte
 	flight singleflight.Group
-	// reviews counts the reviews sent, for tests.
+	// reviews counts the reviews sent, for tests; onMiss, if set, is
+	// called when no answer is kept, before the review is sent or joined.
 	reviews int
+	onMiss  func()
 }
 
 type answer struct {
@@ -79,15 +81,18 @@ func NewSubjectAccessReviewer(c client.Client, ttl time.Duration, size int) *Sub
 // MayGet reports whether user may get obj.
 func (r *SubjectAccessReviewer) MayGet(ctx context.Context, user authenticationv1.UserInfo, obj checks.ObjectRef) (bool, error) {
 	key := reviewKey(user, obj)
-	now := r.now()
-	r.mu.Lock()
-	if a, ok := r.answers[key]; ok && now.Before(a.expires) {
-		r.mu.Unlock()
-		return a.allowed, nil
+	if allowed, ok := r.remembered(key); ok {
+		return allowed, nil
 	}
-	r.mu.Unlock()
-
+	if r.onMiss != nil {
+		r.onMiss()
+	}
 	v, err, _ := r.flight.Do(string(key[:]), func() (any, error) {
+		// A review that ended between the look above and this one has
+		// left its answer.
+		if allowed, ok := r.remembered(key); ok {
+			return allowed, nil
+		}
 		allowed, err := r.review(ctx, user, obj)
 		if err != nil {
 			return false, err
@@ -99,6 +104,17 @@ func (r *SubjectAccessReviewer) MayGet(ctx context.Context, user authenticationv
 		return false, err
 	}
 	return v.(bool), nil
+}
+
+// remembered is the answer kept for key, if it has not expired.
+func (r *SubjectAccessReviewer) remembered(key [sha256.Size]byte) (allowed, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a, ok := r.answers[key]
+	if !ok || !r.now().Before(a.expires) {
+		return false, false
+	}
+	return a.allowed, true
 }
 
 // review sends one SubjectAccessReview.
