@@ -83,10 +83,10 @@ func TestRequesterReadsOnlyWhatTheyMayGet(t *testing.T) {
 		override bool
 		wantFull bool
 	}{
-		"a user who may read the Secret reads it all": {access: owners, user: authenticationv1.UserInfo{Username: "olga", Groups: []string{"db-owners"}}, wantFull: true},
+		"a user who may read the Secret reads it all":                 {access: owners, user: authenticationv1.UserInfo{Username: "olga", Groups: []string{"db-owners"}}, wantFull: true},
 		"a user who may not reads which check failed and whom to ask": {access: owners, user: authenticationv1.UserInfo{Username: "tenant", Groups: []string{"devs"}}},
-		"a review that fails redacts":                                  {access: broken, user: authenticationv1.UserInfo{Username: "olga", Groups: []string{"db-owners"}}},
-		"with redaction off every requester reads it all":              {access: nil, user: authenticationv1.UserInfo{Username: "tenant"}, wantFull: true},
+		"a review that fails redacts":                                 {access: broken, user: authenticationv1.UserInfo{Username: "olga", Groups: []string{"db-owners"}}},
+		"with redaction off every requester reads it all":             {access: nil, user: authenticationv1.UserInfo{Username: "tenant"}, wantFull: true},
 		"an override shows the denials it overrode as the requester may read them": {
 			access: owners, user: authenticationv1.UserInfo{Username: "alice", Groups: []string{"sre"}}, override: true,
 		},
