@@ -42,6 +42,9 @@ func run(ctx context.Context, cfg Config) error {
 		tlsOpts = append(tlsOpts, rotation.TLSConfig)
 	}
 	if cfg.ClientAuth != nil {
+		if err := cfg.ClientAuth.addSelfCheck(); err != nil {
+			return err
+		}
 		tlsOpts = append(tlsOpts, cfg.ClientAuth.TLSConfig)
 	}
 	server := crwebhook.NewServer(crwebhook.Options{Port: cfg.Port, CertDir: cfg.CertDir, TLSOpts: tlsOpts})
@@ -107,7 +110,14 @@ func run(ctx context.Context, cfg Config) error {
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("webhook", certs.ReadyWhen(certsReady, server.StartedChecker())); err != nil {
+	// With client authentication, the check presents the process's own
+	// client certificate: StartedChecker's handshake has none, and each
+	// probe would be logged as a failed handshake.
+	webhookReady := server.StartedChecker()
+	if cfg.ClientAuth != nil {
+		webhookReady = cfg.ClientAuth.readyChecker(cfg.Port)
+	}
+	if err := mgr.AddReadyzCheck("webhook", certs.ReadyWhen(certsReady, webhookReady)); err != nil {
 		return err
 	}
 	log.Info("starting", "port", cfg.Port, "certDir", cfg.CertDir, "certRotation", rotation != nil, "privateCIDRs", joinPrefixes(cfg.PrivateCIDRs),
