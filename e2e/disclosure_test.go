@@ -100,7 +100,9 @@ func TestDenialTellsEachRequesterWhatTheyMayRead(t *testing.T) {
 func (e *env) grantDisclosureRBAC(t *testing.T) {
 	t.Helper()
 	ctx := t.Context()
-	user := func(n string) rbacv1.Subject { return rbacv1.Subject{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: n} }
+	user := func(n string) rbacv1.Subject {
+		return rbacv1.Subject{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: n}
+	}
 	objs := []client.Object{
 		&rbacv1.Role{
 			ObjectMeta: metav1.ObjectMeta{Namespace: tutorial.Namespace, Name: "e2e-route-editor"},
