@@ -27,7 +27,7 @@ func TestApplyDryRun(t *testing.T) {
 	applyForReal(t, c, ofKinds(build(t, "default"), "Namespace"))
 	installCertManagerCRDs(t, c)
 
-	for _, overlay := range []string{"default", "cert-manager", "namespaced-secrets"} {
+	for _, overlay := range []string{"default", "cert-manager", "namespaced-secrets", "client-auth"} {
 		for mode, args := range map[string][]string{
 			"server-side": {"apply", "--server-side", "--field-manager=cutover-guard-install"},
 			"client-side": {"apply"}, // kubectl apply -k, as many people type it

@@ -1,6 +1,9 @@
 package manifests_test
 
 import (
+	"context"
+	"encoding/pem"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,9 +16,15 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/cutover-guard/cutover-guard/certs"
+	"github.com/cutover-guard/cutover-guard/webhook"
 )
 
 const (
@@ -170,10 +179,9 @@ func optInExample(t *testing.T) []*unstructured.Unstructured {
 func TestNamespacedSecretsRBAC(t *testing.T) {
 	c := sharedCluster(t)
 	// The overlay's ClusterRole has the default's name: put the default's
-	// back for the tests that judge it.
-	t.Cleanup(func() {
-		applyForReal(t, c, ofKinds(build(t, "default"), "ClusterRole"))
-	})
+	// back for the tests that judge it (before t.Context ends).
+	defaultRoles := ofKinds(build(t, "default"), "ClusterRole")
+	defer applyForReal(t, c, defaultRoles)
 	applyForReal(t, c, ofKinds(build(t, namespacedOverlay),
 		"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"))
 	applyForReal(t, c, optInExample(t))
@@ -214,5 +222,68 @@ func TestNamespacedSecretsRBAC(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("%s: kubectl %s: %s, want %v", tc.why, strings.Join(args, " "), strings.TrimSpace(out), tc.want)
 		}
+	}
+}
+
+// The overlay's webhook configuration, pointed at a counting webhook: the
+// API server sends a backendRef change in a namespace that opted in, and
+// none from a namespace that has not.
+func TestNamespacedSecretsWebhookMatchesOnlyOptedIn(t *testing.T) {
+	c := sharedCluster(t)
+	ctx := t.Context()
+	cl := routeClient(t, c)
+
+	counter := &countingWebhook{count: map[string]int{}}
+	srv := httptest.NewTLSServer(counter)
+	t.Cleanup(srv.Close)
+	caBundle := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
+	mustFind(t, build(t, namespacedOverlay), "ValidatingWebhookConfiguration", certs.DefaultWebhookConfigName, &vwc)
+	vwc.Name = "cutover-guard-count-opted-in"
+	for i, w := range vwc.Webhooks {
+		vwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: ptr.To(srv.URL + *w.ClientConfig.Service.Path), CABundle: caBundle}
+	}
+	if err := cl.Create(ctx, &vwc); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Delete(context.Background(), &vwc) })
+
+	for ns, labels := range map[string]map[string]string{"opted-in": {optInLabel: "true"}, "not-opted-in": nil} {
+		err := cl.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+	in := createHTTPRoute(t, cl, "opted-in", "app", "app-blue")
+	out := createHTTPRoute(t, cl, "not-opted-in", "app", "app-blue")
+
+	// The API server picks up the configuration asynchronously: wait
+	// until a backendRef change (dry run) in the opted-in namespace
+	// reaches the webhook.
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		r := in.DeepCopy()
+		r.Spec.Rules[0].BackendRefs[0].Name = "app-probe"
+		if err := cl.Update(ctx, r, client.DryRunAll); err != nil {
+			return false, err
+		}
+		return counter.get(webhook.PathHTTPRoute) > 0, nil
+	})
+	if err != nil {
+		t.Fatalf("the webhook configuration never took effect: %v", err)
+	}
+	green := `{"spec":{"rules":[{"backendRefs":[{"name":"app-green","port":80}]}]}}`
+	before := counter.get(webhook.PathHTTPRoute)
+	if err := patchRoute(ctx, cl, out, green); err != nil {
+		t.Fatal(err)
+	}
+	if got := counter.get(webhook.PathHTTPRoute) - before; got != 0 {
+		t.Errorf("a backendRef change in a namespace that has not opted in reached the webhook %d times, want never", got)
+	}
+	before = counter.get(webhook.PathHTTPRoute)
+	if err := patchRoute(ctx, cl, in, green); err != nil {
+		t.Fatal(err)
+	}
+	if got := counter.get(webhook.PathHTTPRoute) - before; got == 0 {
+		t.Error("a backendRef change in a namespace that opted in never reached the webhook")
 	}
 }
