@@ -50,4 +50,3 @@ func TestReadinessProbesLogNoHandshakeError(t *testing.T) {
 		t.Errorf("%d failed handshakes logged since the probes, want 1 (the control's):\n%s", got, s.Guard.Log())
 	}
 }
-
