@@ -233,6 +233,12 @@ func databaseFinding(svc types.NamespacedName, src dsnSource, r probe.Result) (F
 		f.Severity = Warn
 	}
 	f.Message, f.Fix = r.Message.Render(src.String()), r.Fix.Render(src.String())
+	// Whatever the probe says may come from the connection string (its
+	// host, port, user, database name): every word of it is the content
+	// of the objects the string was read from.
+	if objs := src.revealed(); len(objs) > 0 {
+		f.Reveals, f.Source = objs, src.String()
+	}
 	return f, true
 }
 

@@ -139,6 +139,28 @@ type dsnSource struct {
 	container  string
 	deployment string
 	refs       []string // "$(DB_PASSWORD) from secret ns/db key password"
+	// refObjects are the Secrets and ConfigMaps the references of a
+	// literal value were read from, through other variables too.
+	refObjects []ObjectRef
+}
+
+// revealed is every Secret and ConfigMap the value found at s was read
+// from, in part or whole; empty for a literal with no such references.
+func (s dsnSource) revealed() []ObjectRef {
+	switch s.kind {
+	case "secret", "configmap":
+		return []ObjectRef{{Resource: s.kind + "s", Namespace: s.namespace, Name: s.name}}
+	}
+	return s.refObjects
+}
+
+// addRefObjects adds objs to s.refObjects, each once.
+func (s *dsnSource) addRefObjects(objs []ObjectRef) {
+	for _, o := range objs {
+		if !slices.Contains(s.refObjects, o) {
+			s.refObjects = append(s.refObjects, o)
+		}
+	}
 }
 
 func (s dsnSource) base() string {

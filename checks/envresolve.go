@@ -183,6 +183,7 @@ func (e *envResolver) entry(ce *containerEnv, i int) envValue {
 			if rv.ok && !seenRef[ref] {
 				seenRef[ref] = true
 				src.refs = append(src.refs, "$("+probe.Printable(ref)+") from "+rv.src.base())
+				src.addRefObjects(rv.src.revealed())
 			}
 			return rv.v, rv.ok
 		})

@@ -2,6 +2,7 @@ package checks
 
 import (
 	"fmt"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -69,6 +70,57 @@ type Finding struct {
 	Message string
 	// Fix says what to do, e.g. "wait for: kubectl rollout status deployment/app-green -n production".
 	Fix string
+	// Reveals lists the Secrets and ConfigMaps whose contents Message and
+	// Fix carry (the host, port, user or database name of a connection
+	// string read from them). A requester who may not get one of them is
+	// shown Redacted instead; empty when the text reveals no such content.
+	Reveals []ObjectRef
+	// Source names the place the connection string came from, object and
+	// key names only (e.g. "secret shop/app-db key url"), for Redacted.
+	Source string
+}
+
+// ObjectRef names a Secret or ConfigMap that a finding's text was read from.
+type ObjectRef struct {
+	// Resource is "secrets" or "configmaps" (core group).
+	Resource  string
+	Namespace string
+	Name      string
+}
+
+// String renders the object as "secret shop/app-db".
+func (o ObjectRef) String() string {
+	return fmt.Sprintf("%s %s/%s", strings.TrimSuffix(o.Resource, "s"), o.Namespace, o.Name)
+}
+
+// Redacted renders the finding without anything read from the objects in
+// unreadable: which check found what (its Reason), where the connection
+// string came from, and whom to ask:
+//
+//	service shop/app-green: database check failed (DatabaseAuthFailed) for the connection string in secret shop/app-db key url; you may not read secret shop/app-db: ask its owner, or see the guard's log
+//
+// A finding that reveals nothing renders as String.
+func (f Finding) Redacted(unreadable []ObjectRef) string {
+	if len(f.Reveals) == 0 {
+		return f.String()
+	}
+	if len(unreadable) == 0 {
+		unreadable = f.Reveals
+	}
+	verb := "failed"
+	if f.Severity == Warn {
+		verb = "warned"
+	}
+	names := make([]string, len(unreadable))
+	for i, o := range unreadable {
+		names[i] = o.String()
+	}
+	what, it := strings.Join(names, " or "), "its owner"
+	if len(unreadable) > 1 {
+		it = "their owners"
+	}
+	return fmt.Sprintf("service %s: %s check %s (%s) for the connection string in %s; you may not read %s: ask %s, or see the guard's log",
+		f.Service, f.Check, verb, f.Reason, f.Source, what, it)
 }
 
 // String renders the finding as one line:

@@ -27,7 +27,7 @@ func TestApplyDryRun(t *testing.T) {
 	applyForReal(t, c, ofKinds(build(t, "default"), "Namespace"))
 	installCertManagerCRDs(t, c)
 
-	for _, overlay := range []string{"default", "cert-manager"} {
+	for _, overlay := range []string{"default", "cert-manager", "namespaced-secrets", "client-auth"} {
 		for mode, args := range map[string][]string{
 			"server-side": {"apply", "--server-side", "--field-manager=cutover-guard-install"},
 			"client-side": {"apply"}, // kubectl apply -k, as many people type it
@@ -100,14 +100,14 @@ func TestRBAC(t *testing.T) {
 		{"deployment check reads Deployments by name", []string{"get", "deployments.apps", ns}, true},
 		{"deployment check lists the ReplicaSets a selector matches", []string{"list", "replicasets.apps", ns}, true},
 		{"endpoints check lists EndpointSlices", []string{"list", "endpointslices.discovery.k8s.io", ns}, true},
-		{"endpointslices are read", []string{"get", "endpointslices.discovery.k8s.io", ns}, true},
 		{"reference check lists ReferenceGrants", []string{"list", "referencegrants.gateway.networking.k8s.io", ns}, true},
-		{"referencegrants are read", []string{"get", "referencegrants.gateway.networking.k8s.io", ns}, true},
 		{"database check reads a Secret by name", []string{"get", "secrets/app-db", ns}, true},
 		{"database check reads a ConfigMap by name", []string{"get", "configmaps/app-config", ns}, true},
 		// package webhook: the CutoverDenied Event
 		{"denials create an Event", []string{"create", "events", ns}, true},
 		{"repeated denials patch the Event", []string{"patch", "events", ns}, true},
+		// package webhook: may the requester read what a finding reveals?
+		{"asks whether the requester may get a Secret", []string{"create", "subjectaccessreviews.authorization.k8s.io"}, true},
 		// package certs: its own Secret and webhook configuration
 		{"rotator reads its Secret", []string{"get", "secrets/" + "cutover-guard-cert", own}, true},
 		{"rotator lists its Secret by name", []string{"list", "secrets/" + "cutover-guard-cert", own}, true},
@@ -117,6 +117,8 @@ func TestRBAC(t *testing.T) {
 		{"rotator injects the CA", []string{"update", "validatingwebhookconfigurations.admissionregistration.k8s.io/cutover-guard"}, true},
 
 		// never
+		{"no reading EndpointSlices by name (they are listed by label)", []string{"get", "endpointslices.discovery.k8s.io", ns}, false},
+		{"no reading ReferenceGrants by name (they are listed)", []string{"get", "referencegrants.gateway.networking.k8s.io", ns}, false},
 		{"no listing Services (the reference check reads its Service by name)", []string{"list", "services", ns}, false},
 		{"no listing Secrets", []string{"list", "secrets", ns}, false},
 		{"no watching Secrets", []string{"watch", "secrets", ns}, false},

@@ -324,11 +324,12 @@ func checkGuardRole(t *testing.T, role *rbacv1.ClusterRole) {
 		"services.":                                 {"get"},
 		"deployments.apps":                          {"get"},
 		"replicasets.apps":                          {"list"},
-		"endpointslices.discovery.k8s.io":           {"get", "list"},
-		"referencegrants.gateway.networking.k8s.io": {"get", "list"},
+		"endpointslices.discovery.k8s.io":           {"list"},
+		"referencegrants.gateway.networking.k8s.io": {"list"},
 		"secrets.":                                  {"get"},
 		"configmaps.":                               {"get"},
 		"events.":                                   {"create", "patch"},
+		"subjectaccessreviews.authorization.k8s.io": {"create"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ClusterRole %s (-want +got):\n%s", role.Name, diff)

@@ -39,8 +39,16 @@ type Decision struct {
 	// not run.
 	Checks checks.Result
 	// Denials are the rendered Deny findings, or the refusal of an
-	// override attempt; the response's message is made of them.
+	// override attempt, as the requester may read them; the response's
+	// message is made of them.
 	Denials []string
+	// PublicDenials are the same, redacted of everything read from a
+	// Secret or ConfigMap: the Event's note, which is widely readable, is
+	// made of them.
+	PublicDenials []string
+	// Withheld is the full text of each finding redacted in the Event or
+	// the response, for the guard's log only.
+	Withheld []string
 	// Warnings are the admission warnings of the response.
 	Warnings admission.Warnings
 	// Override is what the update says about AnnotationOverride.
@@ -137,9 +145,9 @@ func (d Decision) event() (reason, note string, ok bool) {
 	}
 	switch d.Result {
 	case ResultDenied:
-		return ReasonCutoverDenied, truncate(strings.Join(d.Denials, "\n"), maxEventNote), true
+		return ReasonCutoverDenied, truncate(strings.Join(d.PublicDenials, "\n"), maxEventNote), true
 	case ResultOverridden:
-		return ReasonCutoverOverridden, d.Override.eventNote(d.Denials), true
+		return ReasonCutoverOverridden, d.Override.eventNote(d.PublicDenials), true
 	}
 	return "", "", false
 }

@@ -33,6 +33,9 @@ type Options struct {
 	OverrideGroups []string
 	// RequestTimeout bounds a decision when the API server sends no timeout.
 	RequestTimeout time.Duration
+	// Access, if set, is asked whether the requester may read the Secrets
+	// and ConfigMaps a finding reveals before it is shown in full.
+	Access AccessReviewer
 	// Logger, if set, replaces controller-runtime's global logger for
 	// decisions (the request's object, namespace, user and UID are added).
 	Logger *logr.Logger
@@ -57,11 +60,11 @@ func Handlers(scheme *runtime.Scheme, o Options) map[string]http.Handler {
 func handlers(scheme *runtime.Scheme, o Options, fast bool) map[string]http.Handler {
 	httpRoutes := &Validator[*gwv1.HTTPRoute]{
 		Kind: KindHTTPRoute, Reduce: HTTPRouteOf, Guard: o.Guard, CheckCreate: o.CheckCreate, Recorder: o.Recorder, Metrics: o.Metrics,
-		OverrideGroups: o.OverrideGroups,
+		OverrideGroups: o.OverrideGroups, Access: o.Access,
 	}
 	grpcRoutes := &Validator[*gwv1.GRPCRoute]{
 		Kind: KindGRPCRoute, Reduce: GRPCRouteOf, Guard: o.Guard, CheckCreate: o.CheckCreate, Recorder: o.Recorder, Metrics: o.Metrics,
-		OverrideGroups: o.OverrideGroups,
+		OverrideGroups: o.OverrideGroups, Access: o.Access,
 	}
 	hs := map[string]http.Handler{
 		PathHTTPRoute: withDeadline(refuseUnreadable(wrap(KindHTTPRoute, admission.WithValidator(scheme, httpRoutes).Handler, o.Logger)), o.RequestTimeout),

@@ -45,6 +45,12 @@ func logDecision(ctx context.Context, d Decision) {
 		return
 	}
 	log = log.WithValues("targets", d.targetNames())
+	if len(d.Withheld) > 0 {
+		// What the Event (and maybe the requester) was not told, for the
+		// platform team: hosts, users and database names, never a
+		// password (the checks never put one in a finding).
+		log = log.WithValues("withheld", d.Withheld)
+	}
 	if d.OverrideOutcome != "" {
 		if d.Override.fresh {
 			log = log.WithValues("overrideUser", d.Override.user, "overrideReason", d.Override.reason)

@@ -46,6 +46,10 @@ type Validator[T client.Object] struct {
 	// OverrideGroups are the users and groups who may let a denied switch
 	// through with AnnotationOverride; empty means nobody.
 	OverrideGroups []string
+	// Access says whether the requester may read the Secrets and
+	// ConfigMaps a finding reveals; nil shows every requester every
+	// finding in full. Events are redacted either way.
+	Access AccessReviewer
 }
 
 // ValidateCreate checks a new route only when CheckCreate is set.
@@ -95,7 +99,8 @@ func (v *Validator[T]) judge(ctx context.Context, oldObj, obj T) Decision {
 
 	route := strings.ToLower(v.Kind) + " " + obj.GetNamespace() + "/" + obj.GetName()
 	if outcome, err := d.Override.refusal(route, v.OverrideGroups); err != nil {
-		d.Result, d.OverrideOutcome, d.Denials, d.Warnings = ResultDenied, outcome, []string{err.Error()}, warnings
+		d.Result, d.OverrideOutcome, d.Warnings = ResultDenied, outcome, warnings
+		d.Denials, d.PublicDenials = []string{err.Error()}, []string{err.Error()}
 		return d
 	}
 
@@ -105,12 +110,17 @@ func (v *Validator[T]) judge(ctx context.Context, oldObj, obj T) Decision {
 		return d
 	}
 	d.Checks = res
-	for _, f := range res.Findings {
+	// The verdict is settled by the findings alone; how much of them the
+	// requester reads is settled after, and cannot change it.
+	text := renderFindings(ctx, v.Access, res.Findings)
+	d.Withheld = text.Withheld
+	for i, f := range res.Findings {
 		if f.Severity == checks.Deny {
-			d.Denials = append(d.Denials, f.String())
+			d.Denials = append(d.Denials, text.Shown[i])
+			d.PublicDenials = append(d.PublicDenials, text.Public[i])
 			continue
 		}
-		warnings = append(warnings, truncate(f.String(), maxWarning))
+		warnings = append(warnings, truncate(text.Shown[i], maxWarning))
 	}
 	denied := len(d.Denials) > 0
 	d.OverrideOutcome = d.Override.outcome(denied)

@@ -15,6 +15,7 @@ import (
 	"github.com/cutover-guard/cutover-guard/certs"
 	"github.com/cutover-guard/cutover-guard/checks"
 	"github.com/cutover-guard/cutover-guard/checks/probe"
+	"github.com/cutover-guard/cutover-guard/webhook"
 )
 
 // Config is everything the guard is configured with.
@@ -48,6 +49,9 @@ type Config struct {
 	// OverrideGroups are the users and groups who may let a denied switch
 	// through with the cutover-guard.dev/override annotation; empty: nobody.
 	OverrideGroups []string
+	// RedactUnreadable shows a requester who may not get a Secret or
+	// ConfigMap a redacted finding in place of what was read from it.
+	RedactUnreadable bool
 
 	// DisableCertRotation leaves CertDir to someone else (cert-manager, a
 	// mounted Secret) instead of bootstrapping and rotating the certificate.
@@ -105,6 +109,7 @@ func parseFlags(name string, args []string) (Config, error) {
 	fs.StringVar(&cfg.Certs.ServiceName, "service-name", certs.DefaultServiceName, "Service (in --namespace) the API server calls; the certificate names <service>.<namespace>.svc")
 	fs.StringVar(&cfg.Certs.WebhookConfigName, "webhook-config-name", certs.DefaultWebhookConfigName, "ValidatingWebhookConfiguration that receives the CA as caBundle")
 	overriders := fs.String("override-groups", "", "comma-separated users and groups who may let a denied switch through with the cutover-guard.dev/override annotation; empty: nobody")
+	fs.BoolVar(&cfg.RedactUnreadable, "redact-unreadable", webhook.DefaultRedactUnreadable, "ask the API server (SubjectAccessReview) whether the requester may get each Secret and ConfigMap a finding was read from, and show a redacted finding (its check, reason and the object to ask about) to one who may not; Events are always redacted")
 	fs.StringVar(&cfg.ClientCAFile, "client-ca-file", "", "PEM CA bundle; when set, the webhook accepts only callers with a client certificate it signed (the API server, given one in its AdmissionConfiguration); read at start, restart to change it; empty: no client authentication")
 	fs.StringVar(&cfg.ClientCN, "client-cn", "", "with --client-ca-file, accept only a client certificate with this Common Name (e.g. kube-apiserver); empty: any the CA signed")
 	dnsNames := fs.String("cert-dns-names", "", "comma-separated extra DNS names for the serving certificate (e.g. localhost for a webhook called by URL)")

@@ -14,14 +14,20 @@ package main
 // +kubebuilder:rbac:groups="",resources=services,verbs=get
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=list
-// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list
-// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=referencegrants,verbs=get;list
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=list
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=referencegrants,verbs=list
 // +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get
 //
 // Package webhook records a CutoverDenied Event on a denied route (core/v1,
 // created and then patched as it repeats; see webhook.LegacyRecorder):
 //
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+//
+// and, before a finding that reveals what was read from a Secret or
+// ConfigMap is shown to the requester, asks whether they may get it
+// (--redact-unreadable):
+//
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 //
 // Route updates only (never create unless --check-create, never the status
 // subresource: it is not listed), and only when spec.rules changed: the

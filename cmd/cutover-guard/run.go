@@ -42,6 +42,9 @@ func run(ctx context.Context, cfg Config) error {
 		tlsOpts = append(tlsOpts, rotation.TLSConfig)
 	}
 	if cfg.ClientAuth != nil {
+		if err := cfg.ClientAuth.addSelfCheck(); err != nil {
+			return err
+		}
 		tlsOpts = append(tlsOpts, cfg.ClientAuth.TLSConfig)
 	}
 	server := crwebhook.NewServer(crwebhook.Options{Port: cfg.Port, CertDir: cfg.CertDir, TLSOpts: tlsOpts})
@@ -71,6 +74,10 @@ func run(ctx context.Context, cfg Config) error {
 			Observe:      metrics.ObserveProbe,
 		})
 	}
+	var access webhook.AccessReviewer
+	if cfg.RedactUnreadable {
+		access = webhook.NewSubjectAccessReviewer(mgr.GetClient(), webhook.DefaultAccessReviewTTL, webhook.DefaultAccessReviewCacheSize)
+	}
 	for path, h := range webhook.Handlers(scheme, webhook.Options{
 		Guard: guard,
 		// core/v1 Events: events.k8s.io series would fold distinct denials of one route into one Event.
@@ -78,6 +85,7 @@ func run(ctx context.Context, cfg Config) error {
 		Metrics:        metrics,
 		CheckCreate:    cfg.CheckCreate,
 		OverrideGroups: cfg.OverrideGroups,
+		Access:         access,
 		RequestTimeout: cfg.RequestTimeout,
 	}) {
 		server.Register(path, drainOnShutdown(ctx, h))
@@ -102,13 +110,21 @@ func run(ctx context.Context, cfg Config) error {
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("webhook", certs.ReadyWhen(certsReady, server.StartedChecker())); err != nil {
+	// With client authentication, the check presents the process's own
+	// client certificate: StartedChecker's handshake has none, and each
+	// probe would be logged as a failed handshake.
+	webhookReady := server.StartedChecker()
+	if cfg.ClientAuth != nil {
+		webhookReady = cfg.ClientAuth.readyChecker(cfg.Port)
+	}
+	if err := mgr.AddReadyzCheck("webhook", certs.ReadyWhen(certsReady, webhookReady)); err != nil {
 		return err
 	}
 	log.Info("starting", "port", cfg.Port, "certDir", cfg.CertDir, "certRotation", rotation != nil, "privateCIDRs", joinPrefixes(cfg.PrivateCIDRs),
 		"databasePorts", probe.FormatPorts(cfg.DatabasePorts), "dbCacheTTL", cfg.DBCacheTTL.String(),
 		"dbTimeout", cfg.DBTimeout.String(), "checkCreate", cfg.CheckCreate, "databaseURLEnv", cfg.DatabaseURLEnv, "overrideGroups", cfg.OverrideGroups,
-		"clientCAFile", cfg.ClientCAFile, "clientCN", cfg.ClientCN)
+		"clientCAFile", cfg.ClientCAFile, "clientCN", cfg.ClientCN,
+		"redactUnreadable", cfg.RedactUnreadable)
 	return mgr.Start(ctx)
 }
 
