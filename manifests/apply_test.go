@@ -101,6 +101,8 @@ func TestRBAC(t *testing.T) {
 		{"deployment check lists the ReplicaSets a selector matches", []string{"list", "replicasets.apps", ns}, true},
 		{"endpoints check lists EndpointSlices", []string{"list", "endpointslices.discovery.k8s.io", ns}, true},
 		{"reference check lists ReferenceGrants", []string{"list", "referencegrants.gateway.networking.k8s.io", ns}, true},
+		{"endpoints check reads each EndpointSlice by name (found in the watch cache, judged by GET)", []string{"get", "endpointslices.discovery.k8s.io", ns}, true},
+		{"reference check reads a matching ReferenceGrant by name", []string{"get", "referencegrants.gateway.networking.k8s.io", ns}, true},
 		{"database check reads a Secret by name", []string{"get", "secrets/app-db", ns}, true},
 		{"database check reads a ConfigMap by name", []string{"get", "configmaps/app-config", ns}, true},
 		// package webhook: the CutoverDenied Event
@@ -117,8 +119,6 @@ func TestRBAC(t *testing.T) {
 		{"rotator injects the CA", []string{"update", "validatingwebhookconfigurations.admissionregistration.k8s.io/cutover-guard"}, true},
 
 		// never
-		{"no reading EndpointSlices by name (they are listed by label)", []string{"get", "endpointslices.discovery.k8s.io", ns}, false},
-		{"no reading ReferenceGrants by name (they are listed)", []string{"get", "referencegrants.gateway.networking.k8s.io", ns}, false},
 		{"no listing Services (the reference check reads its Service by name)", []string{"list", "services", ns}, false},
 		{"no listing Secrets", []string{"list", "secrets", ns}, false},
 		{"no watching Secrets", []string{"watch", "secrets", ns}, false},

@@ -6,16 +6,19 @@ package main
 // files are stale. The certificate rotator's own permissions are in package
 // certs.
 //
-// Package checks reads live state (never list and watch for a cache), and
-// reads Secrets and ConfigMaps only by name, for the database check. It reads
-// Deployments by name too: the one named like the Service and those that
-// control the ReplicaSets the Service's selector matches (listed by label):
+// Package checks reads live state (never list and watch for a cache of its
+// own), and reads Secrets and ConfigMaps only by name, for the database
+// check. It finds objects with LISTs that the API server's watch cache
+// answers (the ReplicaSets a Service's selector matches, the Service's
+// EndpointSlices, the ReferenceGrants of its namespace) and judges each by
+// a GET by name (checks/reads.go); Deployments are read by name too: the one
+// named like the Service and those that control the matching ReplicaSets:
 //
 // +kubebuilder:rbac:groups="",resources=services,verbs=get
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=list
-// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=list
-// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=referencegrants,verbs=list
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=referencegrants,verbs=get;list
 // +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get
 //
 // Package webhook records a CutoverDenied Event on a denied route (core/v1,
