@@ -64,11 +64,17 @@ type Guard struct {
 	// DefaultDatabaseURLsPerNamespacePerMinute.
 	DatabaseURLsPerNamespacePerMinute int
 
+	// UnknownWorkloads says whether a target whose pods belong to a
+	// controller the guard cannot judge is denied (the default,
+	// DefaultUnknownWorkloads) or warned about.
+	UnknownWorkloads UnknownWorkloads
+
 	// now is the clock of the per-minute budget; nil is time.Now.
-	now   func() time.Time
-	once  sync.Once
-	busy  *busyNamespaces
-	urlsN *namespaceURLs
+	now      func() time.Time
+	rollouts servedAPI
+	once     sync.Once
+	busy     *busyNamespaces
+	urlsN    *namespaceURLs
 }
 
 // init sets up the per-namespace bounds on the first decision.
@@ -201,11 +207,18 @@ type outcome struct {
 }
 
 // evaluate runs the checks for one target: Reference first (the others need
-// the Service), then DeploymentReady (the database check needs the
-// Deployments), then the rest concurrently.
+// the Service), then WorkloadReady (the database check needs the
+// workloads), then the rest concurrently. A selector switch (t.Proposed)
+// has its endpoints-to-be judged from the pods (SelectedPodsReady): its
+// EndpointSlices still hold the old selector's.
 func (g *Guard) evaluate(ctx context.Context, t Target, budget *urlBudget) (Result, error) {
 	var res Result
-	in := Input{Reader: g.Reader, Prober: g.Prober, DatabaseEnv: g.DatabaseEnv, MaxDatabaseURLs: g.MaxDatabaseURLsPerTarget, Target: t, requestURLs: budget, namespaceURLs: g.urlsN}
+	unknown := g.UnknownWorkloads
+	if unknown == "" {
+		unknown = DefaultUnknownWorkloads
+	}
+	in := Input{Reader: g.Reader, Prober: g.Prober, DatabaseEnv: g.DatabaseEnv, MaxDatabaseURLs: g.MaxDatabaseURLsPerTarget, Target: t,
+		UnknownWorkloads: unknown, requestURLs: budget, namespaceURLs: g.urlsN, rollouts: &g.rollouts}
 	in, done, err := runCheck(ctx, in, &res, CheckReference, Reference)
 	if err != nil || !done || in.Service == nil {
 		return res, err
@@ -214,11 +227,11 @@ func (g *Guard) evaluate(ctx context.Context, t Target, budget *urlBudget) (Resu
 	if in.Service.Spec.Type == corev1.ServiceTypeExternalName {
 		return res, nil // no workloads or endpoints to check; Reference warned
 	}
-	if in, done, err = runCheck(ctx, in, &res, CheckDeployment, DeploymentReady); err != nil || !done {
+	if in, done, err = runCheck(ctx, in, &res, CheckDeployment, WorkloadReady); err != nil || !done {
 		return res, err
 	}
-	for i := range in.Deployments {
-		res.Observed = append(res.Observed, observedObject("Deployment", &in.Deployments[i]))
+	for _, w := range in.Workloads {
+		res.Observed = append(res.Observed, observedObject(w.Kind, w.Object))
 	}
 
 	type check struct {
@@ -226,6 +239,9 @@ func (g *Guard) evaluate(ctx context.Context, t Target, budget *urlBudget) (Resu
 		fn   Func
 	}
 	checks := []check{{CheckEndpoints, EndpointsReady}}
+	if t.Proposed != nil {
+		checks = []check{{CheckEndpoints, SelectedPodsReady}}
+	}
 	if g.Prober != nil {
 		checks = append(checks, check{CheckDatabase, DatabaseReachable})
 	} else {

@@ -828,8 +828,9 @@ func TestSelectDeploymentsReadsDoNotGrowWithTheNamespace(t *testing.T) {
 		return got
 	}
 	alone := measure(t, 0)
-	// A GET of app-green and a LIST of its two ReplicaSets.
-	if diff := cmp.Diff(reads{Calls: 2, Objects: 3}, alone); diff != "" {
+	// A GET of app-green, a LIST of its two ReplicaSets and a LIST of
+	// its pods (none here).
+	if diff := cmp.Diff(reads{Calls: 3, Objects: 3}, alone); diff != "" {
 		t.Errorf("reads in an empty namespace (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff(alone, measure(t, 100)); diff != "" {
@@ -881,8 +882,22 @@ func TestSelectDeploymentsReadErrors(t *testing.T) {
 // guard looked.
 func TestNoDeploymentFoundSaysWhereItLooked(t *testing.T) {
 	got := deploymentsReady(greenService(), nil)
-	want := "service production/app-green: no deployment named app-green or owning a replicaset that matches app=myapp,version=green; workload readiness not checked"
+	want := "service production/app-green: no deployment named app-green, and no pods or replicasets that match app=myapp,version=green; workload readiness not checked"
 	if len(got) != 1 || got[0].Severity != Warn || got[0].String() != want {
 		t.Errorf("findings = %v, want one warning %q", got, want)
 	}
+}
+
+// asWorkloads wraps Deployments as the workloads the database check reads.
+func asWorkloads(deps []appsv1.Deployment) []Workload {
+	out := make([]Workload, len(deps))
+	for i := range deps {
+		out[i] = deploymentWorkload(&deps[i])
+	}
+	return out
+}
+
+// deploymentsReady is WorkloadReady's verdict on Deployments alone.
+func deploymentsReady(svc *corev1.Service, deps []appsv1.Deployment) []Finding {
+	return workloadsReady(svc, WorkloadSelection{Workloads: asWorkloads(deps)}, DefaultUnknownWorkloads)
 }
