@@ -48,6 +48,9 @@ type Config struct {
 	// OverrideGroups are the users and groups who may let a denied switch
 	// through with the cutover-guard.dev/override annotation; empty: nobody.
 	OverrideGroups []string
+	// UnknownWorkloads is what a target whose pods belong to a controller
+	// the guard cannot judge gets: a denial or a warning.
+	UnknownWorkloads checks.UnknownWorkloads
 
 	// DisableCertRotation leaves CertDir to someone else (cert-manager, a
 	// mounted Secret) instead of bootstrapping and rotating the certificate.
@@ -104,6 +107,7 @@ func parseFlags(name string, args []string) (Config, error) {
 	fs.StringVar(&cfg.Certs.SecretName, "cert-secret-name", certs.DefaultSecretName, "Secret (in --namespace) that keeps the CA and serving certificate; it must exist and is filled by the guard")
 	fs.StringVar(&cfg.Certs.ServiceName, "service-name", certs.DefaultServiceName, "Service (in --namespace) the API server calls; the certificate names <service>.<namespace>.svc")
 	fs.StringVar(&cfg.Certs.WebhookConfigName, "webhook-config-name", certs.DefaultWebhookConfigName, "ValidatingWebhookConfiguration that receives the CA as caBundle")
+	unknownWorkloads := fs.String("unknown-workloads", string(checks.DefaultUnknownWorkloads), "what a target whose pods belong to a controller the guard cannot judge (a Job, a custom controller) gets: deny, or warn (the endpoints and database checks still decide)")
 	overriders := fs.String("override-groups", "", "comma-separated users and groups who may let a denied switch through with the cutover-guard.dev/override annotation; empty: nobody")
 	fs.StringVar(&cfg.ClientCAFile, "client-ca-file", "", "PEM CA bundle; when set, the webhook accepts only callers with a client certificate it signed (the API server, given one in its AdmissionConfiguration); read at start, restart to change it; empty: no client authentication")
 	fs.StringVar(&cfg.ClientCN, "client-cn", "", "with --client-ca-file, accept only a client certificate with this Common Name (e.g. kube-apiserver); empty: any the CA signed")
@@ -135,6 +139,9 @@ func parseFlags(name string, args []string) (Config, error) {
 		}
 	}
 	var errs []error
+	if cfg.UnknownWorkloads, err = checks.ParseUnknownWorkloads(*unknownWorkloads); err != nil {
+		errs = append(errs, fmt.Errorf("--unknown-workloads: %w", err))
+	}
 	if cfg.OverrideGroups, err = parseOverriders(*overriders); err != nil {
 		errs = append(errs, fmt.Errorf("--override-groups: %w", err))
 	}
