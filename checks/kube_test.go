@@ -847,11 +847,14 @@ func TestSelectDeploymentsReadErrors(t *testing.T) {
 		want  []string
 	}{
 		"a forbidden replicaset list says which permission to grant": {
-			funcs: interceptor.Funcs{List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
-				return apierrors.NewForbidden(gr, "", errors.New("cannot list resource"))
-			}},
+			funcs: interceptor.Funcs{List: forbidListOf("ReplicaSetList", gr)},
 			want: []string{"listing replicasets that match the selector of service production/app-green",
 				"grant the guard list on replicasets.apps (apply this version's manifests/rbac)"},
+		},
+		"a forbidden pod list says which permission to grant": {
+			funcs: interceptor.Funcs{List: forbidListOf("PodList", schema.GroupResource{Resource: "pods"})},
+			want: []string{"listing pods that match the selector of service production/app-green",
+				"grant the guard list on pods (apply this version's manifests/rbac)"},
 		},
 		"a failed deployment read names the deployment": {
 			funcs: interceptor.Funcs{Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
@@ -900,4 +903,15 @@ func asWorkloads(deps []appsv1.Deployment) []Workload {
 // deploymentsReady is WorkloadReady's verdict on Deployments alone.
 func deploymentsReady(svc *corev1.Service, deps []appsv1.Deployment) []Finding {
 	return workloadsReady(svc, WorkloadSelection{Workloads: asWorkloads(deps)}, DefaultUnknownWorkloads)
+}
+
+// forbidListOf refuses metadata lists of kind listKind, as an API server
+// would a guard whose ClusterRole lacks the permission.
+func forbidListOf(listKind string, gr schema.GroupResource) func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error {
+	return func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+		if m, ok := list.(*metav1.PartialObjectMetadataList); ok && m.GroupVersionKind().Kind == listKind {
+			return apierrors.NewForbidden(gr, "", errors.New("cannot list resource"))
+		}
+		return cl.List(ctx, list, opts...)
+	}
 }
