@@ -710,8 +710,10 @@ func podReady(svc *corev1.Service, p *corev1.Pod) []Finding {
 	switch {
 	case p.DeletionTimestamp != nil:
 		return []Finding{f(Deny, ReasonPodNotReady, fmt.Sprintf("pod %s (no controller) is terminating", p.Name), "")}
-	case !podIsReady(p):
+	case !podIsReady(p) && p.Status.Phase != "":
 		return []Finding{f(Deny, ReasonPodNotReady, fmt.Sprintf("pod %s (no controller) is not ready (phase %s)", p.Name, p.Status.Phase), fix)}
+	case !podIsReady(p):
+		return []Finding{f(Deny, ReasonPodNotReady, fmt.Sprintf("pod %s (no controller) is not ready", p.Name), fix)}
 	}
 	return nil
 }
