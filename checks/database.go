@@ -205,13 +205,13 @@ func tooManyURLs(svc types.NamespacedName, uses []dsnUse, limit int) Finding {
 	for _, u := range uses {
 		if !slices.Contains(deps, u.src.deployment) {
 			deps = append(deps, u.src.deployment)
-			refs = append(refs, u.src.kind4()+" "+u.src.deployment)
+			refs = append(refs, u.src.workloadKindName()+" "+u.src.deployment)
 		}
 	}
 	who := refs[0] + " names"
 	if len(deps) > 1 {
 		who = "deployments " + nameList(deps) + " name"
-		if slices.ContainsFunc(uses, func(u dsnUse) bool { return u.src.kind4() != "deployment" }) {
+		if slices.ContainsFunc(uses, func(u dsnUse) bool { return u.src.workloadKindName() != "deployment" }) {
 			who = "workloads " + nameList(refs) + " name"
 		}
 	}

@@ -9,7 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// Reasons found by DeploymentReady.
+// Reasons found by WorkloadReady (for every kind of workload).
 const (
 	ReasonNoDeployment             Reason = "NoDeployment"
 	ReasonScaledToZero             Reason = "ScaledToZero"

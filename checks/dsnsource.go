@@ -150,7 +150,7 @@ func (s dsnSource) base() string {
 	case "secret", "configmap":
 		return fmt.Sprintf("%s %s/%s key %s", s.kind, s.namespace, s.name, s.key)
 	default:
-		return fmt.Sprintf("env %s of container %s in %s %s/%s", probe.Printable(s.envName), s.container, s.kind4(), s.namespace, s.deployment)
+		return fmt.Sprintf("env %s of container %s in %s %s/%s", probe.Printable(s.envName), s.container, s.workloadKindName(), s.namespace, s.deployment)
 	}
 }
 
@@ -174,12 +174,12 @@ func (s dsnSource) object() string {
 	case "secret", "configmap":
 		return s.kind + " " + s.name
 	default:
-		return s.kind4() + " " + s.deployment
+		return s.workloadKindName() + " " + s.deployment
 	}
 }
 
-// kind4 is the workload's kind as messages write it: "deployment".
-func (s dsnSource) kind4() string {
+// workloadKindName is the workload's kind as messages write it: "deployment".
+func (s dsnSource) workloadKindName() string {
 	if s.workloadKind == "" {
 		return "deployment"
 	}

@@ -337,7 +337,7 @@ func TestDeploymentReady(t *testing.T) {
 			for _, d := range tc.deployments {
 				objs = append(objs, d, replicaSetOf(d, "6a1e", ptr.Deref(d.Spec.Replicas, 1)))
 			}
-			findings, err := DeploymentReady(t.Context(), &Input{Reader: fakeReader(objs...), Service: svc})
+			findings, err := WorkloadReady(t.Context(), &Input{Reader: fakeReader(objs...), Service: svc})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -654,7 +654,7 @@ func TestSelectDeploymentsFromTheTargetsObjects(t *testing.T) {
 		svc  *corev1.Service
 		objs []client.Object
 		want []string
-		// wantReasons, when set, are DeploymentReady's reasons on the selection.
+		// wantReasons, when set, are WorkloadReady's reasons on the selected Deployments.
 		wantReasons []Reason
 	}{
 		"the deployment named like the service is found before its controller made a replicaset": {

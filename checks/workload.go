@@ -477,13 +477,6 @@ func WorkloadReady(ctx context.Context, in *Input) ([]Finding, error) {
 	return workloadsReady(in.Service, sel, in.UnknownWorkloads), nil
 }
 
-// DeploymentReady is WorkloadReady, by its first name.
-//
-// Deprecated: use WorkloadReady.
-func DeploymentReady(ctx context.Context, in *Input) ([]Finding, error) {
-	return WorkloadReady(ctx, in)
-}
-
 // workloadsReady is WorkloadReady's verdict on a selection.
 func workloadsReady(svc *corev1.Service, sel WorkloadSelection, unknown UnknownWorkloads) []Finding {
 	selector := labels.SelectorFromSet(svc.Spec.Selector)
@@ -545,7 +538,7 @@ func replicasOr1(p *int32) int32 {
 	return *p
 }
 
-// scaledToZero is the denial of a workload that asks for no replicas.
+// scaledToZeroFinding is the denial of a workload that asks for no replicas.
 func scaledToZeroFinding(f func(Severity, Reason, string, string) Finding, w Workload, ns string) Finding {
 	return f(Deny, ReasonScaledToZero, w.Ref()+" is scaled to zero",
 		fmt.Sprintf("scale it up before switching: kubectl scale %s -n %s --replicas=<n> && kubectl rollout status %s -n %s",
@@ -655,12 +648,10 @@ func rolloutReady(svc *corev1.Service, u *unstructured.Unstructured) []Finding {
 		}
 		out = append(out, f(Deny, ReasonNotReady, msg+")", wait))
 	}
-	if w.Template == nil {
-		if t, ok, _ := unstructured.NestedMap(u.Object, "spec", "template", "spec"); ok {
-			var spec corev1.PodSpec
-			if runtime.DefaultUnstructuredConverter.FromUnstructured(t, &spec) == nil && !hasReadinessProbe(&spec) {
-				out = append(out, f(Warn, ReasonNoReadinessProbe, fmt.Sprintf("rollout %s has no readinessProbe, so Ready says little", name), ""))
-			}
+	if t, ok, _ := unstructured.NestedMap(u.Object, "spec", "template", "spec"); ok { // none with a workloadRef
+		var spec corev1.PodSpec
+		if runtime.DefaultUnstructuredConverter.FromUnstructured(t, &spec) == nil && !hasReadinessProbe(&spec) {
+			out = append(out, f(Warn, ReasonNoReadinessProbe, fmt.Sprintf("rollout %s has no readinessProbe, so Ready says little", name), ""))
 		}
 	}
 	return out

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -55,6 +56,11 @@ func pods(version string, ready bool) []client.Object {
 // serviceReview is the AdmissionReview the API server sends for an update
 // of old to updated (subresource, if set).
 func serviceReview(t *testing.T, old, updated *corev1.Service, subresource string) []byte {
+	return serviceReviewBy(t, old, updated, subresource, authenticationv1.UserInfo{Username: "release-engineer"})
+}
+
+// serviceReviewBy is serviceReview sent on behalf of user.
+func serviceReviewBy(t *testing.T, old, updated *corev1.Service, subresource string, user authenticationv1.UserInfo) []byte {
 	t.Helper()
 	raw := func(s *corev1.Service) runtime.RawExtension {
 		b, err := json.Marshal(s)
@@ -68,7 +74,7 @@ func serviceReview(t *testing.T, old, updated *corev1.Service, subresource strin
 		Request: &admissionv1.AdmissionRequest{
 			UID: "b2f0c2d4-0001-4000-8000-000000000001", Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Service"},
 			Resource: metav1.GroupVersionResource{Version: "v1", Resource: "services"}, SubResource: subresource,
-			Name: "app", Namespace: "production", Operation: admissionv1.Update,
+			Name: "app", Namespace: "production", Operation: admissionv1.Update, UserInfo: user,
 			Object: raw(updated), OldObject: raw(old),
 		},
 	}
@@ -200,5 +206,26 @@ func TestServiceTargets(t *testing.T) {
 				t.Errorf("target %+v", targets[0])
 			}
 		})
+	}
+}
+
+// The break-glass annotation lets an allowed user's denied selector switch
+// through, as on a route, with the override on record.
+func TestServiceSelectorSwitchOverride(t *testing.T) {
+	objs := append(tutorialNamespace(false), pods("green", false)...)
+	objs = append(objs, appService("blue"))
+	h := startHarness(t, objs, harnessConfig{options: func(o *Options) { o.OverrideGroups = []string{"sre"} }})
+	updated := appService("green")
+	updated.Annotations = map[string]string{AnnotationOverride: "incident 42: blue is down"}
+	resp := postReview(t, h.server.URL+PathService, serviceReviewBy(t, appService("blue"), updated, "",
+		authenticationv1.UserInfo{Username: "alice", Groups: []string{"sre"}}))
+	if !resp.Allowed {
+		t.Fatalf("denied: %+v", resp.Result)
+	}
+	if got := resp.AuditAnnotations["overrideResult"]; got != OverrideApplied {
+		t.Errorf("overrideResult = %q, want %q (annotations %v)", got, OverrideApplied, resp.AuditAnnotations)
+	}
+	if got := h.events(); len(got) != 1 || !strings.HasPrefix(got[0], "Warning "+ReasonCutoverOverridden) {
+		t.Errorf("events %q, want one %s", got, ReasonCutoverOverridden)
 	}
 }
