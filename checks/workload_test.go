@@ -525,7 +525,7 @@ func TestSelectedPodsReady(t *testing.T) {
 		want []Reason
 		msg  string
 	}{
-		"a ready pod on a numeric target port passes": {pods: []client.Object{podOf("a", nil, true)}},
+		"a ready pod on a numeric target port passes":   {pods: []client.Object{podOf("a", nil, true)}},
 		"a ready pod with the named target port passes": {svc: named(webService()), pods: []client.Object{podOf("a", nil, true)}},
 		"ready pods without the named target port are denied": {
 			svc: func() *corev1.Service {
@@ -632,4 +632,3 @@ func TestGuardEvaluatesSelectorSwitch(t *testing.T) {
 		t.Errorf("observed (-want +got):\n%s", diff)
 	}
 }
-

@@ -46,8 +46,8 @@ func pods(version string, ready bool) []client.Object {
 		out = append(out, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: rs.Name + "-" + n, Labels: labels,
 				OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: "uid-rs", Controller: ptr.To(true)}}},
-			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "myapp:v1"}}},
-			Status:     corev1.PodStatus{PodIP: "10.0.0.2", Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}},
+			Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "myapp:v1"}}},
+			Status: corev1.PodStatus{PodIP: "10.0.0.2", Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}},
 		})
 	}
 	return out
