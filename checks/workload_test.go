@@ -440,6 +440,7 @@ func TestSelectWorkloadsReadsDoNotGrowWithTheNamespace(t *testing.T) {
 				return got
 			}
 			alone := measure(t, 0)
+			t.Logf("reads to find the workloads: %d calls, %d objects", alone.Calls, alone.Objects)
 			if diff := cmp.Diff(alone, measure(t, 100)); diff != "" {
 				t.Errorf("reads with 100 other apps of each kind in the namespace (-alone +crowded):\n%s", diff)
 			}
