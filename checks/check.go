@@ -10,7 +10,7 @@ import (
 	"github.com/cutover-guard/cutover-guard/checks/probe"
 )
 
-// Func is the one signature of every check: Reference, DeploymentReady,
+// Func is the one signature of every check: Reference, WorkloadReady,
 // EndpointsReady and DatabaseReachable. A check reads the fields of in that
 // it needs and may set those that its doc names, for the checks after it.
 //
@@ -49,7 +49,30 @@ type Input struct {
 	// the target's Service and the Service port the backendRef maps to.
 	Service *corev1.Service
 	Port    corev1.ServicePort
-	// Deployments is set by DeploymentReady: those whose pods Service
-	// selects.
+	// Workloads is set by WorkloadReady: those whose pods Service selects
+	// (Deployments, StatefulSets, DaemonSets, Rollouts, pods without a
+	// controller). The database check reads their pod templates.
+	Workloads []Workload
+	// Deployments is set by WorkloadReady: the Workloads that are
+	// Deployments. A caller that sets only Deployments (and no Workloads)
+	// has the database check read those.
 	Deployments []appsv1.Deployment
+	// UnknownWorkloads says whether pods of a controller the guard cannot
+	// judge are a denial (the default) or a warning.
+	UnknownWorkloads UnknownWorkloads
+	// rollouts, set by Guard, remembers that the Rollout API is not served.
+	rollouts *servedAPI
+}
+
+// workloads is what the database check reads: Workloads, or, when only
+// Deployments was set, those.
+func (in *Input) workloads() []Workload {
+	if in.Workloads != nil || len(in.Deployments) == 0 {
+		return in.Workloads
+	}
+	out := make([]Workload, len(in.Deployments))
+	for i := range in.Deployments {
+		out[i] = deploymentWorkload(&in.Deployments[i])
+	}
+	return out
 }

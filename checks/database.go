@@ -123,11 +123,12 @@ func (b *urlBudget) take(dsn string) bool {
 // finds nothing. A Secret or ConfigMap that cannot be read (other than
 // NotFound), or ctx ending before a probe does, is an error.
 func DatabaseReachable(ctx context.Context, in *Input) ([]Finding, error) {
-	if in.Prober == nil || len(in.Deployments) == 0 {
+	workloads := in.workloads()
+	if in.Prober == nil || len(workloads) == 0 {
 		return nil, nil
 	}
 	svc := in.Target.Service
-	uses, findings, err := discoverDSNs(ctx, in.Reader, svc, in.Deployments, in.DatabaseEnv)
+	uses, findings, err := discoverDSNs(ctx, in.Reader, svc, workloads, in.DatabaseEnv)
 	if err != nil {
 		return nil, err
 	}
@@ -200,18 +201,22 @@ func DatabaseReachable(ctx context.Context, in *Input) ([]Finding, error) {
 // tooManyURLs is the Deny finding of a target whose Deployments name more
 // than limit distinct connection strings.
 func tooManyURLs(svc types.NamespacedName, uses []dsnUse, limit int) Finding {
-	var deps []string
+	var deps, refs []string
 	for _, u := range uses {
 		if !slices.Contains(deps, u.src.deployment) {
 			deps = append(deps, u.src.deployment)
+			refs = append(refs, u.src.workloadKindName()+" "+u.src.deployment)
 		}
 	}
-	who := "deployment " + deps[0] + " names"
+	who := refs[0] + " names"
 	if len(deps) > 1 {
 		who = "deployments " + nameList(deps) + " name"
+		if slices.ContainsFunc(uses, func(u dsnUse) bool { return u.src.workloadKindName() != "deployment" }) {
+			who = "workloads " + nameList(refs) + " name"
+		}
 	}
 	return Finding{
-		Check: CheckDatabase, Severity: Deny, Service: svc, Object: "deployment " + deps[0], Reason: ReasonDatabaseTooManyURLs,
+		Check: CheckDatabase, Severity: Deny, Service: svc, Object: refs[0], Reason: ReasonDatabaseTooManyURLs,
 		Message: fmt.Sprintf("%s %d connection strings; the guard checks at most %d", who, len(uses), limit),
 		Fix: fmt.Sprintf("point the env vars of annotation %s (or --database-url-env) at no more than %d distinct connection strings",
 			AnnotationDatabaseURLEnv, limit),

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -20,11 +19,11 @@ type dsnUse struct {
 	src   dsnSource
 }
 
-// discoverDSNs collects the distinct connection strings of deployments'
+// discoverDSNs collects the distinct connection strings of the workloads'
 // containers, in the order found, and findings for broken references (or the
 // warning that there is none). An error means a Secret or ConfigMap could not
 // be read (other than NotFound).
-func discoverDSNs(ctx context.Context, r client.Reader, svc types.NamespacedName, deployments []appsv1.Deployment, envNames []string) ([]dsnUse, []Finding, error) {
+func discoverDSNs(ctx context.Context, r client.Reader, svc types.NamespacedName, workloads []Workload, envNames []string) ([]dsnUse, []Finding, error) {
 	if len(envNames) == 0 {
 		envNames = []string{DefaultDatabaseURLEnv}
 	}
@@ -34,33 +33,36 @@ func discoverDSNs(ctx context.Context, r client.Reader, svc types.NamespacedName
 	seen := map[string]bool{}
 	var looked []string
 	firstChecked := ""
-	for i := range deployments {
-		dep := &deployments[i]
+	for i := range workloads {
+		dep := &workloads[i]
+		if dep.Template == nil {
+			continue // a Rollout with a workloadRef: no template of its own
+		}
 		names := envNames
-		if a, ok := dep.Annotations[AnnotationDatabaseURLEnv]; ok {
+		if a, ok := dep.Object.GetAnnotations()[AnnotationDatabaseURLEnv]; ok {
 			var over bool
 			names, over = splitNames(a, maxAnnotationEnvNames)
 			if over {
 				res.add(Finding{
-					Check: CheckDatabase, Severity: Deny, Service: svc, Object: "deployment " + dep.Name, Reason: ReasonDatabaseTooManyURLs,
-					Message: fmt.Sprintf("annotation %s of deployment %s names more than %d env vars; the guard reads at most %d",
-						AnnotationDatabaseURLEnv, dep.Name, maxAnnotationEnvNames, maxAnnotationEnvNames),
+					Check: CheckDatabase, Severity: Deny, Service: svc, Object: dep.Ref(), Reason: ReasonDatabaseTooManyURLs,
+					Message: fmt.Sprintf("annotation %s of %s names more than %d env vars; the guard reads at most %d",
+						AnnotationDatabaseURLEnv, dep.Ref(), maxAnnotationEnvNames, maxAnnotationEnvNames),
 					Fix: fmt.Sprintf("name only the env vars that hold connection strings, at most %d, in annotation %s", maxAnnotationEnvNames, AnnotationDatabaseURLEnv),
 				})
 			}
 			if len(names) == 0 {
-				continue // turned off for this Deployment
+				continue // turned off for this workload
 			}
 		}
 		if firstChecked == "" {
-			firstChecked = dep.Name
+			firstChecked = dep.Ref()
 		}
 		for _, n := range names {
 			if n = probe.Printable(n); !slices.Contains(looked, n) {
 				looked = append(looked, n)
 			}
 		}
-		spec := &dep.Spec.Template.Spec
+		spec := &dep.Template.Spec
 		containers := slices.Clone(spec.Containers)
 		for _, c := range spec.InitContainers {
 			if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
@@ -93,7 +95,7 @@ func discoverDSNs(ctx context.Context, r client.Reader, svc types.NamespacedName
 			Check:    CheckDatabase,
 			Severity: Warn,
 			Service:  svc,
-			Object:   "deployment " + firstChecked,
+			Object:   firstChecked,
 			Reason:   ReasonDatabaseURLNotFound,
 			Message:  fmt.Sprintf("no database connection string found (looked for %s); database check skipped", nameList(looked)),
 		})
@@ -133,12 +135,14 @@ func nameList(names []string) string {
 type dsnSource struct {
 	kind       string // "secret", "configmap" or "env" (a literal value)
 	namespace  string
-	name       string // the Secret or ConfigMap; the Deployment for "env"
+	name       string // the Secret or ConfigMap; the workload for "env"
 	key        string
 	envName    string
 	container  string
-	deployment string
-	refs       []string // "$(DB_PASSWORD) from secret ns/db key password"
+	deployment string // the workload's name
+	// workloadKind is the workload's Kind; empty means Deployment.
+	workloadKind string
+	refs         []string // "$(DB_PASSWORD) from secret ns/db key password"
 	// refObjects are the Secrets and ConfigMaps the references of a
 	// literal value were read from, through other variables too.
 	refObjects []ObjectRef
@@ -168,7 +172,7 @@ func (s dsnSource) base() string {
 	case "secret", "configmap":
 		return fmt.Sprintf("%s %s/%s key %s", s.kind, s.namespace, s.name, s.key)
 	default:
-		return fmt.Sprintf("env %s of container %s in deployment %s/%s", probe.Printable(s.envName), s.container, s.namespace, s.deployment)
+		return fmt.Sprintf("env %s of container %s in %s %s/%s", probe.Printable(s.envName), s.container, s.workloadKindName(), s.namespace, s.deployment)
 	}
 }
 
@@ -192,6 +196,14 @@ func (s dsnSource) object() string {
 	case "secret", "configmap":
 		return s.kind + " " + s.name
 	default:
-		return "deployment " + s.deployment
+		return s.workloadKindName() + " " + s.deployment
 	}
+}
+
+// workloadKindName is the workload's kind as messages write it: "deployment".
+func (s dsnSource) workloadKindName() string {
+	if s.workloadKind == "" {
+		return "deployment"
+	}
+	return strings.ToLower(s.workloadKind)
 }

@@ -247,7 +247,7 @@ func TestDiscoverDSNs(t *testing.T) {
 					return errors.New("no list")
 				},
 			}).Build()
-			uses, findings, err := discoverDSNs(t.Context(), r, production, tc.deployments, tc.envNames)
+			uses, findings, err := discoverDSNs(t.Context(), r, production, asWorkloads(tc.deployments), tc.envNames)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -298,7 +298,7 @@ func TestDiscoverDSNsReadErrorIsAnError(t *testing.T) {
 				fromSecret("DATABASE_URL", "db-credentials", "url", false),
 				fromSecret("REPLICA_URL", "db-replica", "url", false),
 			}))}
-			uses, findings, err := discoverDSNs(t.Context(), r, production, deps, []string{"DATABASE_URL", "REPLICA_URL"})
+			uses, findings, err := discoverDSNs(t.Context(), r, production, asWorkloads(deps), []string{"DATABASE_URL", "REPLICA_URL"})
 			if err == nil {
 				t.Fatalf("no error; connection strings %v, findings %v", uses, findings)
 			}

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -65,7 +64,7 @@ const ReasonDatabaseEnvTooLong Reason = "DatabaseEnvTooLong"
 // in order, each entry expanded once against the entries before it. Entries
 // are evaluated lazily, only those a wanted variable depends on, and kept.
 type containerEnv struct {
-	dep *appsv1.Deployment
+	dep *Workload
 	c   *corev1.Container
 	// byName lists, per name, the indices of the env entries that set it,
 	// ascending.
@@ -88,7 +87,7 @@ type envValue struct {
 	overBudget bool
 }
 
-func (e *envResolver) containerEnv(dep *appsv1.Deployment, c *corev1.Container) *containerEnv {
+func (e *envResolver) containerEnv(dep *Workload, c *corev1.Container) *containerEnv {
 	if ce, ok := e.containers[c]; ok {
 		return ce
 	}
@@ -113,7 +112,7 @@ func (ce *containerEnv) before(name string, upTo int) int {
 
 // value resolves variable name as the container sees it after its whole
 // env list. A source that could not be read sets e.err; ctx ending does too.
-func (e *envResolver) value(dep *appsv1.Deployment, c *corev1.Container, name string) envValue {
+func (e *envResolver) value(dep *Workload, c *corev1.Container, name string) envValue {
 	ce := e.containerEnv(dep, c)
 	j := ce.before(name, len(c.Env))
 	if j < 0 {
@@ -158,10 +157,10 @@ func (e *envResolver) value(dep *appsv1.Deployment, c *corev1.Container, name st
 func (e *envResolver) entry(ce *containerEnv, i int) envValue {
 	dep, c, ev := ce.dep, ce.c, &ce.c.Env[i]
 	name := ev.Name
-	user := fmt.Sprintf("env %s of container %s in deployment %s", probe.Printable(name), c.Name, dep.Name)
+	user := fmt.Sprintf("env %s of container %s in %s", probe.Printable(name), c.Name, dep.Ref())
 	switch {
 	case ev.ValueFrom == nil:
-		src := dsnSource{kind: "env", namespace: dep.Namespace, envName: name, container: c.Name, deployment: dep.Name}
+		src := dsnSource{kind: "env", namespace: dep.Object.GetNamespace(), envName: name, container: c.Name, deployment: dep.Name(), workloadKind: dep.Kind}
 		lookup := func(ref string) envValue {
 			if m := ce.before(ref, i); m >= 0 {
 				return ce.vals[m]
@@ -197,12 +196,12 @@ func (e *envResolver) entry(ce *containerEnv, i int) envValue {
 		return envValue{v: v, src: src, ok: true}
 	case ev.ValueFrom.SecretKeyRef != nil:
 		ref := ev.ValueFrom.SecretKeyRef
-		v, ok := e.key("secret", ref.Name, ref.Key, ref.Optional != nil && *ref.Optional, user, dep.Name)
-		return envValue{v: v, ok: ok, src: dsnSource{kind: "secret", namespace: dep.Namespace, name: ref.Name, key: ref.Key, envName: name, container: c.Name, deployment: dep.Name}}
+		v, ok := e.key("secret", ref.Name, ref.Key, ref.Optional != nil && *ref.Optional, user, dep.Ref())
+		return envValue{v: v, ok: ok, src: dsnSource{kind: "secret", namespace: dep.Object.GetNamespace(), name: ref.Name, key: ref.Key, envName: name, container: c.Name, deployment: dep.Name(), workloadKind: dep.Kind}}
 	case ev.ValueFrom.ConfigMapKeyRef != nil:
 		ref := ev.ValueFrom.ConfigMapKeyRef
-		v, ok := e.key("configmap", ref.Name, ref.Key, ref.Optional != nil && *ref.Optional, user, dep.Name)
-		return envValue{v: v, ok: ok, src: dsnSource{kind: "configmap", namespace: dep.Namespace, name: ref.Name, key: ref.Key, envName: name, container: c.Name, deployment: dep.Name}}
+		v, ok := e.key("configmap", ref.Name, ref.Key, ref.Optional != nil && *ref.Optional, user, dep.Ref())
+		return envValue{v: v, ok: ok, src: dsnSource{kind: "configmap", namespace: dep.Object.GetNamespace(), name: ref.Name, key: ref.Key, envName: name, container: c.Name, deployment: dep.Name(), workloadKind: dep.Kind}}
 	default:
 		return envValue{}
 	}
@@ -223,7 +222,7 @@ func (e *envResolver) envFromValue(ce *containerEnv, name string) envValue {
 		if !ok {
 			continue
 		}
-		user := fmt.Sprintf("envFrom of container %s in deployment %s", c.Name, dep.Name)
+		user := fmt.Sprintf("envFrom of container %s in %s", c.Name, dep.Ref())
 		var kind, objName string
 		var optional bool
 		switch {
@@ -234,12 +233,12 @@ func (e *envResolver) envFromValue(ce *containerEnv, name string) envValue {
 		default:
 			continue
 		}
-		data, ok := e.object(kind, objName, key, optional, user, dep.Name)
+		data, ok := e.object(kind, objName, key, optional, user, dep.Ref())
 		if !ok {
 			continue
 		}
 		if v, ok := data[key]; ok {
-			out = envValue{v: v, ok: true, src: dsnSource{kind: kind, namespace: dep.Namespace, name: objName, key: key, envName: name, container: c.Name, deployment: dep.Name}}
+			out = envValue{v: v, ok: true, src: dsnSource{kind: kind, namespace: dep.Object.GetNamespace(), name: objName, key: key, envName: name, container: c.Name, deployment: dep.Name(), workloadKind: dep.Kind}}
 			break
 		}
 	}
@@ -251,20 +250,20 @@ func (e *envResolver) envFromValue(ce *containerEnv, name string) envValue {
 
 // tooLong reports that env var name of container c, wanted as a connection
 // string, is built from v.tooLong, whose expansion exceeds a limit.
-func (e *envResolver) tooLong(dep *appsv1.Deployment, c *corev1.Container, name string, v envValue) {
+func (e *envResolver) tooLong(dep *Workload, c *corev1.Container, name string, v envValue) {
 	culprit := v.tooLong
-	msg := fmt.Sprintf("env %s of container %s in deployment %s expands to more than %d bytes", probe.Printable(culprit), c.Name, dep.Name, maxExpandedEnvLen)
+	msg := fmt.Sprintf("env %s of container %s in %s expands to more than %d bytes", probe.Printable(culprit), c.Name, dep.Ref(), maxExpandedEnvLen)
 	if v.overBudget {
-		msg = fmt.Sprintf("env %s of container %s in deployment %s expands past %d bytes with the variables expanded before it", probe.Printable(culprit), c.Name, dep.Name, maxExpandedEnvTotal)
+		msg = fmt.Sprintf("env %s of container %s in %s expands past %d bytes with the variables expanded before it", probe.Printable(culprit), c.Name, dep.Ref(), maxExpandedEnvTotal)
 	}
 	if culprit != name {
 		msg += fmt.Sprintf(" (used by %s)", probe.Printable(name))
 	}
 	e.add(Finding{
-		Check: CheckDatabase, Severity: Deny, Service: e.svc, Object: "deployment " + dep.Name,
+		Check: CheckDatabase, Severity: Deny, Service: e.svc, Object: dep.Ref(),
 		Reason: ReasonDatabaseEnvTooLong, Message: msg,
-		Fix: fmt.Sprintf("shorten env %s or the $(VAR) references it expands in deployment %s: a connection string needs far less than %d KiB",
-			probe.Printable(culprit), dep.Name, maxExpandedEnvLen>>10),
+		Fix: fmt.Sprintf("shorten env %s or the $(VAR) references it expands in %s: a connection string needs far less than %d KiB",
+			probe.Printable(culprit), dep.Ref(), maxExpandedEnvLen>>10),
 	})
 }
 
@@ -278,7 +277,7 @@ func (e *envResolver) key(kind, name, key string, optional bool, user, deploymen
 	v, ok := data[key]
 	if !ok && !optional {
 		e.report(kind, name, fmt.Sprintf("%s %s/%s has no key %s (used by %s)", kind, e.svc.Namespace, name, key, user),
-			fmt.Sprintf("add key %s to %s %s, or fix the key in deployment %s", key, kind, name, deployment))
+			fmt.Sprintf("add key %s to %s %s, or fix the key in %s", key, kind, name, deployment))
 	}
 	return v, ok
 }
@@ -299,7 +298,7 @@ func (e *envResolver) object(kind, name, key string, optional bool, user, deploy
 	case f.notFound && optional:
 		return nil, false
 	case f.notFound:
-		fix := fmt.Sprintf("create %s %s in namespace %s, or fix the reference in deployment %s", kind, name, e.svc.Namespace, deployment)
+		fix := fmt.Sprintf("create %s %s in namespace %s, or fix the reference in %s", kind, name, e.svc.Namespace, deployment)
 		if kind == "secret" {
 			fix = fmt.Sprintf("create it: kubectl create secret generic %s -n %s --from-literal=%s='postgresql://USER:PASSWORD@PRIVATE_HOST:25060/DATABASE?sslmode=require'", name, e.svc.Namespace, key)
 		}

@@ -68,7 +68,7 @@ func TestEnvExpansionBomb(t *testing.T) {
 			var before, after runtime.MemStats
 			runtime.ReadMemStats(&before)
 			start := time.Now()
-			uses, findings, err := discoverDSNs(t.Context(), fake.NewClientBuilder().Build(), production, deps, nil)
+			uses, findings, err := discoverDSNs(t.Context(), fake.NewClientBuilder().Build(), production, asWorkloads(deps), nil)
 			took := time.Since(start)
 			runtime.ReadMemStats(&after)
 			if err != nil {
@@ -100,7 +100,7 @@ func TestEnvExpansionStopsAtTheDeadline(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	deps := []appsv1.Deployment{deployment("app-green", nil, container("app", chain(30, 2, "x", "")))}
-	uses, findings, err := discoverDSNs(ctx, fake.NewClientBuilder().Build(), production, deps, nil)
+	uses, findings, err := discoverDSNs(ctx, fake.NewClientBuilder().Build(), production, asWorkloads(deps), nil)
 	if !errors.Is(err, context.Canceled) || uses != nil || findings != nil {
 		t.Errorf("got %v, %v, %v; want only the context's error", uses, findings, err)
 	}
@@ -207,10 +207,11 @@ func FuzzExpandEnv(f *testing.F) {
 			return // past the guard's limit: the bomb test's business
 		}
 		dep := deployment("app-green", nil, c)
+		w := deploymentWorkload(&dep)
 		res := &envResolver{ctx: t.Context(), r: reader, svc: production,
 			objects: map[objectKey]fetched{}, reported: map[string]bool{}, containers: map[*corev1.Container]*containerEnv{}}
 		for name := range names {
-			got := res.value(&dep, &dep.Spec.Template.Spec.Containers[0], name)
+			got := res.value(&w, &dep.Spec.Template.Spec.Containers[0], name)
 			if res.err != nil {
 				t.Fatal(res.err)
 			}

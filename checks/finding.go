@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -34,7 +35,7 @@ const (
 )
 
 // Target is a Service backend that receives traffic after a route update and
-// did not before.
+// did not before, or a Service whose selector an update switches.
 type Target struct {
 	// Route is the route being updated; its namespace is where ReferenceGrants
 	// must allow a cross-namespace reference from.
@@ -45,6 +46,11 @@ type Target struct {
 	Service types.NamespacedName
 	// Port is the backendRef port; nil when the ref names none.
 	Port *int32
+	// Proposed, set for a Service selector switch, is the Service as the
+	// update writes it: Route is then the Service itself, RouteKind
+	// "Service", and the checks judge the pods its new selector selects
+	// (the stored Service and its EndpointSlices are still the old ones).
+	Proposed *corev1.Service
 }
 
 // String renders the target as "service ns/name:port".

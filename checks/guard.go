@@ -64,11 +64,17 @@ type Guard struct {
 	// DefaultDatabaseURLsPerNamespacePerMinute.
 	DatabaseURLsPerNamespacePerMinute int
 
+	// UnknownWorkloads says whether a target whose pods belong to a
+	// controller the guard cannot judge is denied (the default,
+	// DefaultUnknownWorkloads) or warned about.
+	UnknownWorkloads UnknownWorkloads
+
 	// now is the clock of the per-minute budget; nil is time.Now.
-	now   func() time.Time
-	once  sync.Once
-	busy  *busyNamespaces
-	urlsN *namespaceURLs
+	now      func() time.Time
+	rollouts servedAPI
+	once     sync.Once
+	busy     *busyNamespaces
+	urlsN    *namespaceURLs
 }
 
 // init sets up the per-namespace bounds on the first decision.
@@ -201,11 +207,18 @@ type outcome struct {
 }
 
 // evaluate runs the checks for one target: Reference first (the others need
-// the Service), then EndpointsReady beside DeploymentReady followed by
-// DatabaseReachable (which needs the Deployments).
+// the Service), then the endpoints beside WorkloadReady followed by
+// DatabaseReachable (which needs the workloads). A selector switch
+// (t.Proposed) has its endpoints-to-be judged from the pods
+// (SelectedPodsReady): its EndpointSlices still hold the old selector's.
 func (g *Guard) evaluate(ctx context.Context, t Target, budget *urlBudget) (Result, error) {
 	var res Result
-	in := Input{Reader: g.Reader, Prober: g.Prober, DatabaseEnv: g.DatabaseEnv, MaxDatabaseURLs: g.MaxDatabaseURLsPerTarget, Target: t, requestURLs: budget, namespaceURLs: g.urlsN}
+	unknown := g.UnknownWorkloads
+	if unknown == "" {
+		unknown = DefaultUnknownWorkloads
+	}
+	in := Input{Reader: g.Reader, Prober: g.Prober, DatabaseEnv: g.DatabaseEnv, MaxDatabaseURLs: g.MaxDatabaseURLsPerTarget, Target: t,
+		UnknownWorkloads: unknown, requestURLs: budget, namespaceURLs: g.urlsN, rollouts: &g.rollouts}
 	in, done, err := runCheck(ctx, in, &res, CheckReference, Reference)
 	if err != nil || !done || in.Service == nil {
 		return res, err
@@ -215,9 +228,13 @@ func (g *Guard) evaluate(ctx context.Context, t Target, budget *urlBudget) (Resu
 		return res, nil // no workloads or endpoints to check; Reference warned
 	}
 	// Two chains at once, each reading what it needs: the endpoints (the
-	// Service's EndpointSlices), and the workload then its database (the
-	// database check reads the Deployments' env). Neither waits for the
-	// other's reads.
+	// Service's EndpointSlices, or for a selector switch the pods the new
+	// selector picks), and the workloads then their database (the database
+	// check reads the workloads' env). Neither waits for the other's reads.
+	endpoints := EndpointsReady
+	if t.Proposed != nil {
+		endpoints = SelectedPodsReady
+	}
 	var mu sync.Mutex
 	var errs []error
 	var wg sync.WaitGroup
@@ -231,18 +248,18 @@ func (g *Guard) evaluate(ctx context.Context, t Target, budget *urlBudget) (Resu
 	}
 	wg.Go(func() {
 		var local Result
-		_, _, err := runCheck(ctx, in, &local, CheckEndpoints, EndpointsReady)
+		_, _, err := runCheck(ctx, in, &local, CheckEndpoints, endpoints)
 		merge(&local, err)
 	})
 	wg.Go(func() {
 		var local Result
-		in, done, err := runCheck(ctx, in, &local, CheckDeployment, DeploymentReady)
+		in, done, err := runCheck(ctx, in, &local, CheckDeployment, WorkloadReady)
 		if err != nil || !done {
 			merge(&local, err)
 			return
 		}
-		for i := range in.Deployments {
-			local.Observed = append(local.Observed, observedObject("Deployment", &in.Deployments[i]))
+		for _, w := range in.Workloads {
+			local.Observed = append(local.Observed, observedObject(w.Kind, w.Object))
 		}
 		if g.Prober == nil {
 			local.Findings = append(local.Findings, Finding{Check: CheckDatabase, Severity: Warn, Service: t.Service, Reason: ReasonDatabaseNotChecked,

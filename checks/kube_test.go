@@ -337,7 +337,7 @@ func TestDeploymentReady(t *testing.T) {
 			for _, d := range tc.deployments {
 				objs = append(objs, d, replicaSetOf(d, "6a1e", ptr.Deref(d.Spec.Replicas, 1)))
 			}
-			findings, err := DeploymentReady(t.Context(), &Input{Reader: fakeReader(objs...), Service: svc})
+			findings, err := WorkloadReady(t.Context(), &Input{Reader: fakeReader(objs...), Service: svc})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -654,7 +654,7 @@ func TestSelectDeploymentsFromTheTargetsObjects(t *testing.T) {
 		svc  *corev1.Service
 		objs []client.Object
 		want []string
-		// wantReasons, when set, are DeploymentReady's reasons on the selection.
+		// wantReasons, when set, are WorkloadReady's reasons on the selected Deployments.
 		wantReasons []Reason
 	}{
 		"the deployment named like the service is found before its controller made a replicaset": {
@@ -828,8 +828,9 @@ func TestSelectDeploymentsReadsDoNotGrowWithTheNamespace(t *testing.T) {
 		return got
 	}
 	alone := measure(t, 0)
-	// A GET of app-green and a LIST of its two ReplicaSets.
-	if diff := cmp.Diff(reads{Calls: 2, Objects: 3}, alone); diff != "" {
+	// A GET of app-green, a LIST of its two ReplicaSets and a LIST of
+	// its pods (none here).
+	if diff := cmp.Diff(reads{Calls: 3, Objects: 3}, alone); diff != "" {
 		t.Errorf("reads in an empty namespace (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff(alone, measure(t, 100)); diff != "" {
@@ -846,11 +847,14 @@ func TestSelectDeploymentsReadErrors(t *testing.T) {
 		want  []string
 	}{
 		"a forbidden replicaset list says which permission to grant": {
-			funcs: interceptor.Funcs{List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
-				return apierrors.NewForbidden(gr, "", errors.New("cannot list resource"))
-			}},
+			funcs: interceptor.Funcs{List: forbidListOf("ReplicaSetList", gr)},
 			want: []string{"listing replicasets that match the selector of service production/app-green",
 				"grant the guard list on replicasets.apps (apply this version's manifests/rbac)"},
+		},
+		"a forbidden pod list says which permission to grant": {
+			funcs: interceptor.Funcs{List: forbidListOf("PodList", schema.GroupResource{Resource: "pods"})},
+			want: []string{"listing pods that match the selector of service production/app-green",
+				"grant the guard list on pods (apply this version's manifests/rbac)"},
 		},
 		"a failed deployment read names the deployment": {
 			funcs: interceptor.Funcs{Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
@@ -881,7 +885,7 @@ func TestSelectDeploymentsReadErrors(t *testing.T) {
 // guard looked.
 func TestNoDeploymentFoundSaysWhereItLooked(t *testing.T) {
 	got := deploymentsReady(greenService(), nil)
-	want := "service production/app-green: no deployment named app-green or owning a replicaset that matches app=myapp,version=green; workload readiness not checked"
+	want := "service production/app-green: no deployment named app-green, and no pods or replicasets that match app=myapp,version=green; workload readiness not checked"
 	if len(got) != 1 || got[0].Severity != Warn || got[0].String() != want {
 		t.Errorf("findings = %v, want one warning %q", got, want)
 	}
@@ -895,4 +899,29 @@ func isList(list client.ObjectList, kind string) bool {
 	}
 	gvks, _, err := testScheme().ObjectKinds(list)
 	return err == nil && len(gvks) > 0 && gvks[0].Kind == kind
+}
+
+// asWorkloads wraps Deployments as the workloads the database check reads.
+func asWorkloads(deps []appsv1.Deployment) []Workload {
+	out := make([]Workload, len(deps))
+	for i := range deps {
+		out[i] = deploymentWorkload(&deps[i])
+	}
+	return out
+}
+
+// deploymentsReady is WorkloadReady's verdict on Deployments alone.
+func deploymentsReady(svc *corev1.Service, deps []appsv1.Deployment) []Finding {
+	return workloadsReady(svc, WorkloadSelection{Workloads: asWorkloads(deps)}, DefaultUnknownWorkloads)
+}
+
+// forbidListOf refuses metadata lists of kind listKind, as an API server
+// would a guard whose ClusterRole lacks the permission.
+func forbidListOf(listKind string, gr schema.GroupResource) func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error {
+	return func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+		if m, ok := list.(*metav1.PartialObjectMetadataList); ok && m.GroupVersionKind().Kind == listKind {
+			return apierrors.NewForbidden(gr, "", errors.New("cannot list resource"))
+		}
+		return cl.List(ctx, list, opts...)
+	}
 }

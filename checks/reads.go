@@ -18,13 +18,15 @@ import (
 //
 // So the checks use the cache to find objects and etcd to judge them:
 //
-//   - to find which objects exist (the ReplicaSets whose labels match a
-//     Service's selector, a Service's EndpointSlices), they LIST with
-//     resourceVersion "0", served by the watch cache at once, however far
-//     behind etcd it is (in practice milliseconds);
-//   - every object the verdict depends on (the Service, each Deployment,
-//     each EndpointSlice, each Secret and ConfigMap) is then read by name
-//     with a quorum GET, so its content is the latest.
+//   - to find which objects exist (the ReplicaSets and pods whose labels
+//     match a Service's selector, a Service's EndpointSlices, the
+//     ReferenceGrants of a namespace), they LIST with resourceVersion "0",
+//     served by the watch cache at once, however far behind etcd it is (in
+//     practice milliseconds);
+//   - every object the verdict depends on (the Service, each workload, each
+//     pod without a controller, each EndpointSlice, each ReferenceGrant that
+//     grants, each Secret and ConfigMap) is then read by name with a quorum
+//     GET, so its content is the latest.
 //
 // What a cache a few milliseconds behind can do to a decision:
 //
@@ -40,7 +42,13 @@ import (
 //     yet: the Deployment is still found through its older ReplicaSet or its
 //     name, and its status (read by GET) shows the rollout; a Deployment
 //     with no other way to be found has no Ready pods, which the endpoints
-//     check denies.
+//     check denies. A missed pod is one made in those milliseconds: not
+//     Ready, so not serving; its controller (a StatefulSet mid-rollout, say)
+//     is found through its older pods and judged by its status.
+//
+// One read judges by LIST, on purpose: a Service selector switch
+// (SelectedPodsReady) judges the pods the new selector picks from their
+// content, so it LISTs them consistently (up to 500) rather than GET each.
 //
 // TestReadsJudgeByQuorumGetNotByTheCache (fake client whose LISTs return a
 // stale cache) and the e2e suite (the real API server) hold this.

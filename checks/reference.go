@@ -35,6 +35,19 @@ func Reference(ctx context.Context, in *Input) ([]Finding, error) {
 		return []Finding{{Check: CheckReference, Severity: Deny, Service: t.Service, Object: object, Reason: reason, Message: msg, Fix: fix}}
 	}
 
+	if t.Proposed != nil {
+		// A selector switch: the Service exists (this is its update) and
+		// its ports are not a backendRef's to check.
+		in.Service = t.Proposed.DeepCopy()
+		if len(in.Service.Spec.Ports) > 0 {
+			in.Port = in.Service.Spec.Ports[0]
+		}
+		if in.Service.Spec.Type == corev1.ServiceTypeExternalName {
+			return []Finding{{Check: CheckReference, Severity: Warn, Service: t.Service, Object: "service " + t.Service.Name, Reason: ReasonExternalNameNotChecked,
+				Message: fmt.Sprintf("service %s is of type ExternalName; its selector is not used, readiness not checked", t.Service.Name)}}, nil
+		}
+		return nil, nil
+	}
 	if t.Service.Namespace != t.Route.Namespace {
 		ok, err := referenceGranted(ctx, r, t)
 		if err != nil {

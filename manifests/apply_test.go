@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/cutover-guard/cutover-guard/e2e/cluster"
@@ -99,6 +100,10 @@ func TestRBAC(t *testing.T) {
 		{"reference check reads the Service", []string{"get", "services", ns}, true},
 		{"deployment check reads Deployments by name", []string{"get", "deployments.apps", ns}, true},
 		{"deployment check lists the ReplicaSets a selector matches", []string{"list", "replicasets.apps", ns}, true},
+		{"workload check lists the pods a selector matches", []string{"list", "pods", ns}, true},
+		{"workload check reads a pod without a controller by name", []string{"get", "pods", ns}, true},
+		{"workload check reads StatefulSets by name", []string{"get", "statefulsets.apps", ns}, true},
+		{"workload check reads DaemonSets by name", []string{"get", "daemonsets.apps", ns}, true},
 		{"endpoints check lists EndpointSlices", []string{"list", "endpointslices.discovery.k8s.io", ns}, true},
 		{"reference check lists ReferenceGrants", []string{"list", "referencegrants.gateway.networking.k8s.io", ns}, true},
 		{"endpoints check reads each EndpointSlice by name (found in the watch cache, judged by GET)", []string{"get", "endpointslices.discovery.k8s.io", ns}, true},
@@ -139,7 +144,12 @@ func TestRBAC(t *testing.T) {
 		{"no changing Deployments", []string{"update", "deployments.apps", ns}, false},
 		{"no changing Services", []string{"patch", "services", ns}, false},
 		{"no changing routes", []string{"update", "httproutes.gateway.networking.k8s.io", ns}, false},
-		{"no reading Pods", []string{"get", "pods", ns}, false},
+		{"no watching Pods", []string{"watch", "pods", ns}, false},
+		{"no pod logs", []string{"get", "pods", "--subresource=log", ns}, false},
+		{"no exec into pods", []string{"create", "pods", "--subresource=exec", ns}, false},
+		{"no changing Pods", []string{"delete", "pods", ns}, false},
+		{"no listing StatefulSets: cost would grow with the namespace", []string{"list", "statefulsets.apps", ns}, false},
+		{"no listing DaemonSets", []string{"list", "daemonsets.apps", ns}, false},
 		{"no events.k8s.io Events", []string{"create", "events.events.k8s.io", ns}, false},
 		{"no deleting Events", []string{"delete", "events", ns}, false},
 		{"no other webhook configuration", []string{"update", "validatingwebhookconfigurations.admissionregistration.k8s.io/other"}, false},
@@ -158,6 +168,29 @@ func TestRBAC(t *testing.T) {
 		}
 		if got != tc.want {
 			t.Errorf("%s: kubectl %s: %s, want %v", tc.why, strings.Join(args, " "), strings.TrimSpace(out), tc.want)
+		}
+	}
+
+	// Argo Rollouts are not installed here, and kubectl auth can-i cannot
+	// name the resource of an API the server does not serve: ask with a
+	// SubjectAccessReview, which needs no such API.
+	cl := routeClient(t, c)
+	for _, tc := range []struct {
+		verb string
+		want bool
+	}{{"get", true}, {"list", false}, {"watch", false}, {"patch", false}} {
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:   serviceAccount,
+			Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace},
+			ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Namespace: "production", Verb: tc.verb, Group: "argoproj.io", Resource: "rollouts",
+			},
+		}}
+		if err := cl.Create(t.Context(), sar); err != nil {
+			t.Fatal(err)
+		}
+		if sar.Status.Allowed != tc.want {
+			t.Errorf("%s rollouts.argoproj.io: allowed %v, want %v (the workload check reads Rollouts by name only)", tc.verb, sar.Status.Allowed, tc.want)
 		}
 	}
 }

@@ -256,7 +256,10 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment, certManager bool) {
 
 func checkWebhooks(t *testing.T, vwc *admissionregistrationv1.ValidatingWebhookConfiguration, svc *corev1.Service) {
 	t.Helper()
-	wantPaths := map[string]string{"httproutes": webhook.PathHTTPRoute, "grpcroutes": webhook.PathGRPCRoute}
+	wantPaths := map[string]string{"httproutes": webhook.PathHTTPRoute, "grpcroutes": webhook.PathGRPCRoute, "services": webhook.PathService}
+	// Each resource's API group and the field whose change its matchCondition requires.
+	wantGroup := map[string]string{"httproutes": "gateway.networking.k8s.io", "grpcroutes": "gateway.networking.k8s.io", "services": ""}
+	wantField := map[string]string{"httproutes": "spec.rules", "grpcroutes": "spec.rules", "services": "spec.selector"}
 	if len(vwc.Webhooks) != len(wantPaths) {
 		t.Fatalf("%d webhooks, want %d", len(vwc.Webhooks), len(wantPaths))
 	}
@@ -270,8 +273,8 @@ func checkWebhooks(t *testing.T, vwc *admissionregistrationv1.ValidatingWebhookC
 		if !slices.Equal(r.Operations, []admissionregistrationv1.OperationType{admissionregistrationv1.Update}) {
 			t.Errorf("%s: operations %v, want UPDATE only", w.Name, r.Operations)
 		}
-		if !slices.Equal(r.APIGroups, []string{"gateway.networking.k8s.io"}) || strings.Contains(resource, "/") {
-			t.Errorf("%s: %v %v: want the routes of gateway.networking.k8s.io, never a subresource", w.Name, r.APIGroups, resource)
+		if !slices.Equal(r.APIGroups, []string{wantGroup[resource]}) || strings.Contains(resource, "/") {
+			t.Errorf("%s: %v %v: want routes of gateway.networking.k8s.io or core Services, never a subresource", w.Name, r.APIGroups, resource)
 		}
 		s := w.ClientConfig.Service
 		if s == nil || s.Name != svc.Name || s.Namespace != namespace || s.Path == nil || *s.Path != wantPaths[resource] ||
@@ -287,8 +290,8 @@ func checkWebhooks(t *testing.T, vwc *admissionregistrationv1.ValidatingWebhookC
 		if w.SideEffects == nil || *w.SideEffects != admissionregistrationv1.SideEffectClassNoneOnDryRun {
 			t.Errorf("%s: sideEffects %v, want NoneOnDryRun", w.Name, w.SideEffects)
 		}
-		if len(w.MatchConditions) != 1 || !strings.Contains(w.MatchConditions[0].Expression, "spec.rules") {
-			t.Errorf("%s: matchConditions %+v, want one on spec.rules", w.Name, w.MatchConditions)
+		if field := wantField[resource]; len(w.MatchConditions) != 1 || !strings.Contains(w.MatchConditions[0].Expression, field) {
+			t.Errorf("%s: matchConditions %+v, want one on %s", w.Name, w.MatchConditions, field)
 		}
 		excluded := false
 		if sel := w.NamespaceSelector; sel != nil {
@@ -321,14 +324,18 @@ func checkGuardRole(t *testing.T, role *rbacv1.ClusterRole) {
 		slices.Sort(got[k])
 	}
 	want := map[string][]string{
-		"services.":                                 {"get"},
-		"deployments.apps":                          {"get"},
-		"replicasets.apps":                          {"list"},
-		"endpointslices.discovery.k8s.io":           {"get", "list"},
+		"services.":                       {"get"},
+		"deployments.apps":                {"get"},
+		"statefulsets.apps":               {"get"},
+		"daemonsets.apps":                 {"get"},
+		"rollouts.argoproj.io":            {"get"},
+		"pods.":                           {"get", "list"},
+		"replicasets.apps":                {"list"},
+		"endpointslices.discovery.k8s.io": {"get", "list"},
 		"referencegrants.gateway.networking.k8s.io": {"get", "list"},
-		"secrets.":                                  {"get"},
-		"configmaps.":                               {"get"},
-		"events.":                                   {"create", "patch"},
+		"secrets.":    {"get"},
+		"configmaps.": {"get"},
+		"events.":     {"create", "patch"},
 		"subjectaccessreviews.authorization.k8s.io": {"create"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {

@@ -100,7 +100,7 @@ func TestNamespacedSecretsOverlay(t *testing.T) {
 	mustFind(t, objs, "ValidatingWebhookConfiguration", certs.DefaultWebhookConfigName, &vwc)
 	var defVWC admissionregistrationv1.ValidatingWebhookConfiguration
 	mustFind(t, def, "ValidatingWebhookConfiguration", certs.DefaultWebhookConfigName, &defVWC)
-	if len(vwc.Webhooks) != len(defVWC.Webhooks) || len(vwc.Webhooks) != 2 {
+	if len(vwc.Webhooks) != len(defVWC.Webhooks) || len(vwc.Webhooks) != 3 {
 		t.Fatalf("%d webhooks, want the default's %d", len(vwc.Webhooks), len(defVWC.Webhooks))
 	}
 	for i, w := range vwc.Webhooks {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -66,9 +67,16 @@ func handlers(scheme *runtime.Scheme, o Options, fast bool) map[string]http.Hand
 		Kind: KindGRPCRoute, Reduce: GRPCRouteOf, Guard: o.Guard, CheckCreate: o.CheckCreate, Recorder: o.Recorder, Metrics: o.Metrics,
 		OverrideGroups: o.OverrideGroups, Access: o.Access,
 	}
+	// A Service update is checked only when it switches the selector; no
+	// fast path in front (that one reads routes), a plain decode.
+	services := &Validator[*corev1.Service]{
+		Kind: KindService, TargetsOf: ServiceTargets, Guard: o.Guard, Recorder: o.Recorder, Metrics: o.Metrics,
+		OverrideGroups: o.OverrideGroups,
+	}
 	hs := map[string]http.Handler{
-		PathHTTPRoute: withDeadline(refuseUnreadable(wrap(KindHTTPRoute, admission.WithValidator(scheme, httpRoutes).Handler, o.Logger)), o.RequestTimeout),
-		PathGRPCRoute: withDeadline(refuseUnreadable(wrap(KindGRPCRoute, admission.WithValidator(scheme, grpcRoutes).Handler, o.Logger)), o.RequestTimeout),
+		PathHTTPRoute: withDeadline(refuseUnreadable(wrap(gwv1.GroupName, KindHTTPRoute, admission.WithValidator(scheme, httpRoutes).Handler, o.Logger)), o.RequestTimeout),
+		PathGRPCRoute: withDeadline(refuseUnreadable(wrap(gwv1.GroupName, KindGRPCRoute, admission.WithValidator(scheme, grpcRoutes).Handler, o.Logger)), o.RequestTimeout),
+		PathService:   withDeadline(refuseUnreadable(wrap(corev1.GroupName, KindService, admission.WithValidator(scheme, services).Handler, o.Logger)), o.RequestTimeout),
 	}
 	if fast {
 		hs[PathHTTPRoute] = &fastPath[*gwv1.HTTPRoute]{v: httpRoutes, log: admissionLogger(o.Logger), next: hs[PathHTTPRoute]}
@@ -77,10 +85,11 @@ func handlers(scheme *runtime.Scheme, o Options, fast bool) map[string]http.Hand
 	return hs
 }
 
-// wrap puts the route handler behind kind and subresource checks and collects
-// the audit annotations the validator sets, in a webhook that recovers panics.
-func wrap(kind string, inner admission.Handler, logger *logr.Logger) *admission.Webhook {
-	wh := &admission.Webhook{Handler: routeHandler{kind: kind, inner: inner}}
+// wrap puts the handler of group/kind behind kind and subresource checks and
+// collects the audit annotations the validator sets, in a webhook that
+// recovers panics.
+func wrap(group, kind string, inner admission.Handler, logger *logr.Logger) *admission.Webhook {
+	wh := &admission.Webhook{Handler: routeHandler{group: group, kind: kind, inner: inner}}
 	if logger != nil {
 		wh.LogConstructor = func(_ logr.Logger, req *admission.Request) logr.Logger {
 			return admission.DefaultLogConstructor(*logger, req)
@@ -90,15 +99,19 @@ func wrap(kind string, inner admission.Handler, logger *logr.Logger) *admission.
 }
 
 type routeHandler struct {
-	kind  string
-	inner admission.Handler
+	group, kind string
+	inner       admission.Handler
 }
 
 func (h routeHandler) Handle(ctx context.Context, req admission.Request) admission.Response {
-	if req.Kind.Group != gwv1.GroupName || req.Kind.Kind != h.kind {
+	if req.Kind.Group != h.group || req.Kind.Kind != h.kind {
+		what := h.kind + "." + h.group
+		if h.group == "" {
+			what = h.kind + " (core/v1)"
+		}
 		return undecodable(http.StatusBadRequest, fmt.Errorf(
-			"this endpoint validates %s.%s, got kind %q in group %q: check the rules of the webhook configuration",
-			h.kind, gwv1.GroupName, req.Kind.Kind, req.Kind.Group))
+			"this endpoint validates %s, got kind %q in group %q: check the rules of the webhook configuration",
+			what, req.Kind.Kind, req.Kind.Group))
 	}
 	if req.SubResource != "" {
 		return admission.Allowed("subresource " + req.SubResource + " is not checked")

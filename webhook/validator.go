@@ -32,12 +32,16 @@ type Evaluator interface {
 	Evaluate(ctx context.Context, targets []checks.Target) (checks.Result, error)
 }
 
-// Validator validates writes of one route kind. T is *gwv1.HTTPRoute or
-// *gwv1.GRPCRoute; Reduce turns it into a Route.
+// Validator validates writes of one kind. T is *gwv1.HTTPRoute or
+// *gwv1.GRPCRoute, whose Reduce turns it into a Route, or *corev1.Service,
+// whose TargetsOf is ServiceTargets.
 type Validator[T client.Object] struct {
 	Kind   string
 	Reduce func(T) *Route
-	Guard  Evaluator
+	// TargetsOf, when set, finds the targets of a write instead of
+	// Targets over Reduce.
+	TargetsOf func(oldObj, obj T) ([]checks.Target, []string)
+	Guard     Evaluator
 	// CheckCreate checks routes on create too (off by default, so a GitOps
 	// sync that creates the workload and the route together cannot deadlock).
 	CheckCreate bool
@@ -90,7 +94,13 @@ func (v *Validator[T]) publisher() publisher {
 // and what the checks find about them, the override it asks for, and the
 // verdict. It records nothing.
 func (v *Validator[T]) judge(ctx context.Context, oldObj, obj T) Decision {
-	targets, warnings := Targets(v.Reduce(oldObj), v.Reduce(obj))
+	var targets []checks.Target
+	var warnings []string
+	if v.TargetsOf != nil {
+		targets, warnings = v.TargetsOf(oldObj, obj)
+	} else {
+		targets, warnings = Targets(v.Reduce(oldObj), v.Reduce(obj))
+	}
 	if len(targets) == 0 {
 		return allowedFast(v.Kind, obj, warnings)
 	}

@@ -52,6 +52,9 @@ type Config struct {
 	// RedactUnreadable shows a requester who may not get a Secret or
 	// ConfigMap a redacted finding in place of what was read from it.
 	RedactUnreadable bool
+	// UnknownWorkloads is what a target whose pods belong to a controller
+	// the guard cannot judge gets: a denial or a warning.
+	UnknownWorkloads checks.UnknownWorkloads
 
 	// DisableCertRotation leaves CertDir to someone else (cert-manager, a
 	// mounted Secret) instead of bootstrapping and rotating the certificate.
@@ -108,6 +111,7 @@ func parseFlags(name string, args []string) (Config, error) {
 	fs.StringVar(&cfg.Certs.SecretName, "cert-secret-name", certs.DefaultSecretName, "Secret (in --namespace) that keeps the CA and serving certificate; it must exist and is filled by the guard")
 	fs.StringVar(&cfg.Certs.ServiceName, "service-name", certs.DefaultServiceName, "Service (in --namespace) the API server calls; the certificate names <service>.<namespace>.svc")
 	fs.StringVar(&cfg.Certs.WebhookConfigName, "webhook-config-name", certs.DefaultWebhookConfigName, "ValidatingWebhookConfiguration that receives the CA as caBundle")
+	unknownWorkloads := fs.String("unknown-workloads", string(checks.DefaultUnknownWorkloads), "what a target whose pods belong to a controller the guard cannot judge (a Job, a custom controller) gets: deny, or warn (the endpoints and database checks still decide)")
 	overriders := fs.String("override-groups", "", "comma-separated users and groups who may let a denied switch through with the cutover-guard.dev/override annotation; empty: nobody")
 	fs.BoolVar(&cfg.RedactUnreadable, "redact-unreadable", webhook.DefaultRedactUnreadable, "ask the API server (SubjectAccessReview) whether the requester may get each Secret and ConfigMap a finding was read from, and show a redacted finding (its check, reason and the object to ask about) to one who may not; Events are always redacted")
 	fs.StringVar(&cfg.ClientCAFile, "client-ca-file", "", "PEM CA bundle; when set, the webhook accepts only callers with a client certificate it signed (the API server, given one in its AdmissionConfiguration); read at start, restart to change it; empty: no client authentication")
@@ -140,6 +144,9 @@ func parseFlags(name string, args []string) (Config, error) {
 		}
 	}
 	var errs []error
+	if cfg.UnknownWorkloads, err = checks.ParseUnknownWorkloads(*unknownWorkloads); err != nil {
+		errs = append(errs, fmt.Errorf("--unknown-workloads: %w", err))
+	}
 	if cfg.OverrideGroups, err = parseOverriders(*overriders); err != nil {
 		errs = append(errs, fmt.Errorf("--override-groups: %w", err))
 	}

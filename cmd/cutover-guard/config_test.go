@@ -95,6 +95,17 @@ func TestParseFlags(t *testing.T) {
 		"an empty override group entry is refused": {
 			args: []string{"--override-groups=sre,,release-bot"}, wantErr: `--override-groups: "sre,,release-bot" has an empty entry; list user or group names separated by commas`,
 		},
+		"unknown workloads can be made a warning": {
+			args: []string{"--unknown-workloads=warn"},
+			check: func(t *testing.T, c Config) {
+				if c.UnknownWorkloads != checks.UnknownWorkloadsWarn {
+					t.Errorf("unknown workloads = %q, want warn", c.UnknownWorkloads)
+				}
+			},
+		},
+		"an unknown-workloads value other than deny or warn is refused": {
+			args: []string{"--unknown-workloads=allow"}, wantErr: `--unknown-workloads: "allow" is not deny or warn`,
+		},
 		"an override group every user is in is refused": {
 			args: []string{"--override-groups=system:authenticated"}, wantErr: "--override-groups: system:authenticated would let every user override the guard",
 		},
@@ -139,6 +150,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		Namespace, SecretName    string
 		ServiceName, WebhookName string
 		RedactUnreadable         bool
+		UnknownWorkloads         checks.UnknownWorkloads
 	}
 	want := defaults{
 		Port: crwebhook.DefaultPort, MetricsAddr: metricsserver.DefaultBindAddress,
@@ -151,6 +163,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		Namespace: certs.DefaultNamespace, SecretName: certs.DefaultSecretName,
 		ServiceName: certs.DefaultServiceName, WebhookName: certs.DefaultWebhookConfigName,
 		RedactUnreadable: webhook.DefaultRedactUnreadable,
+		UnknownWorkloads: checks.DefaultUnknownWorkloads,
 	}
 	got := defaults{
 		Port: c.Port, MetricsAddr: c.MetricsAddr,
@@ -163,6 +176,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		Namespace: c.Certs.Namespace, SecretName: c.Certs.SecretName,
 		ServiceName: c.Certs.ServiceName, WebhookName: c.Certs.WebhookConfigName,
 		RedactUnreadable: c.RedactUnreadable,
+		UnknownWorkloads: c.UnknownWorkloads,
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("flag defaults (-package defaults +flags):\n%s", diff)

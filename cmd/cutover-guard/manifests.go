@@ -9,14 +9,21 @@ package main
 // Package checks reads live state (never list and watch for a cache of its
 // own), and reads Secrets and ConfigMaps only by name, for the database
 // check. It finds objects with LISTs that the API server's watch cache
-// answers (the ReplicaSets a Service's selector matches, the Service's
-// EndpointSlices, the ReferenceGrants of its namespace) and judges each by
-// a GET by name (checks/reads.go); Deployments are read by name too: the one
-// named like the Service and those that control the matching ReplicaSets:
+// answers (the ReplicaSets and pods a Service's selector matches, metadata
+// only; the Service's EndpointSlices; the ReferenceGrants of its namespace)
+// and judges each by a GET by name (checks/reads.go). Workloads are read by
+// name, never listed: the Deployment named like the Service, and the
+// controllers of the matching ReplicaSets and pods: Deployments,
+// StatefulSets, DaemonSets, Argo Rollouts, and pods without a controller. A
+// selector switch lists the newly selected pods whole, for their readiness
+// and ports. RBAC cannot restrict a pod list to metadata: docs/security.md
+// says what the list of pods gives the guard.
 //
 // +kubebuilder:rbac:groups="",resources=services,verbs=get
-// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;daemonsets,verbs=get
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=list
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list
+// +kubebuilder:rbac:groups=argoproj.io,resources=rollouts,verbs=get
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=referencegrants,verbs=get;list
 // +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get
@@ -35,9 +42,12 @@ package main
 // Route updates only (never create unless --check-create, never the status
 // subresource: it is not listed), and only when spec.rules changed: the
 // matchCondition keeps label, annotation and parentRef edits away from the
-// guard altogether. Objects in kube-system and the guard's own namespace are
-// never checked, so the guard cannot block the cluster from repairing itself.
+// guard altogether. Service updates likewise, only when spec.selector
+// changed (a selector switch; never the status subresource). Objects in
+// kube-system and the guard's own namespace are never checked, so the guard
+// cannot block the cluster from repairing itself.
 //
 // +kubebuilder:webhookconfiguration:mutating=false,name=cutover-guard
 // +kubebuilder:webhook:path=/validate-httproute,mutating=false,failurePolicy=fail,sideEffects=NoneOnDryRun,timeoutSeconds=5,matchPolicy=Equivalent,groups=gateway.networking.k8s.io,resources=httproutes,verbs=update,versions=v1,name=httproute.cutover-guard.dev,admissionReviewVersions=v1,serviceName=cutover-guard,serviceNamespace=cutover-guard,servicePort=443,patch=`{"namespaceSelector":{"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system","cutover-guard"]}]},"matchConditions":[{"name":"spec-rules-changed","expression":"oldObject == null || !has(object.spec) || !has(oldObject.spec) || has(object.spec.rules) != has(oldObject.spec.rules) || (has(object.spec.rules) && object.spec.rules != oldObject.spec.rules)"}]}`
+// +kubebuilder:webhook:path=/validate-service,mutating=false,failurePolicy=fail,sideEffects=NoneOnDryRun,timeoutSeconds=5,matchPolicy=Equivalent,groups="",resources=services,verbs=update,versions=v1,name=service.cutover-guard.dev,admissionReviewVersions=v1,serviceName=cutover-guard,serviceNamespace=cutover-guard,servicePort=443,patch=`{"namespaceSelector":{"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system","cutover-guard"]}]},"matchConditions":[{"name":"spec-selector-changed","expression":"oldObject == null || !has(object.spec) || !has(oldObject.spec) || has(object.spec.selector) != has(oldObject.spec.selector) || (has(object.spec.selector) && object.spec.selector != oldObject.spec.selector)"}]}`
 // +kubebuilder:webhook:path=/validate-grpcroute,mutating=false,failurePolicy=fail,sideEffects=NoneOnDryRun,timeoutSeconds=5,matchPolicy=Equivalent,groups=gateway.networking.k8s.io,resources=grpcroutes,verbs=update,versions=v1,name=grpcroute.cutover-guard.dev,admissionReviewVersions=v1,serviceName=cutover-guard,serviceNamespace=cutover-guard,servicePort=443,patch=`{"namespaceSelector":{"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system","cutover-guard"]}]},"matchConditions":[{"name":"spec-rules-changed","expression":"oldObject == null || !has(object.spec) || !has(oldObject.spec) || has(object.spec.rules) != has(oldObject.spec.rules) || (has(object.spec.rules) && object.spec.rules != oldObject.spec.rules)"}]}`

@@ -63,7 +63,8 @@ func run(ctx context.Context, cfg Config) error {
 	metrics := webhook.DefaultMetrics()
 	guard := &checks.Guard{Reader: mgr.GetAPIReader(), DatabaseEnv: cfg.DatabaseURLEnv,
 		MaxDatabaseURLsPerTarget: cfg.MaxDatabaseURLsPerTarget, MaxDatabaseURLsPerRequest: cfg.MaxDatabaseURLsPerRequest,
-		MaxDecisionsPerNamespace: cfg.MaxChecksPerNamespace, DatabaseURLsPerNamespacePerMinute: cfg.DBProbesPerNamespacePerMinute}
+		MaxDecisionsPerNamespace: cfg.MaxChecksPerNamespace, DatabaseURLsPerNamespacePerMinute: cfg.DBProbesPerNamespacePerMinute,
+		UnknownWorkloads: cfg.UnknownWorkloads}
 	if !cfg.SkipDatabase {
 		guard.Prober = probe.NewProber(probe.ProberOptions{
 			PrivateCIDRs: cfg.PrivateCIDRs,
@@ -122,7 +123,7 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("starting", "port", cfg.Port, "certDir", cfg.CertDir, "certRotation", rotation != nil, "privateCIDRs", joinPrefixes(cfg.PrivateCIDRs),
 		"databasePorts", probe.FormatPorts(cfg.DatabasePorts), "dbCacheTTL", cfg.DBCacheTTL.String(),
-		"dbTimeout", cfg.DBTimeout.String(), "checkCreate", cfg.CheckCreate, "databaseURLEnv", cfg.DatabaseURLEnv, "overrideGroups", cfg.OverrideGroups,
+		"dbTimeout", cfg.DBTimeout.String(), "checkCreate", cfg.CheckCreate, "unknownWorkloads", string(cfg.UnknownWorkloads), "databaseURLEnv", cfg.DatabaseURLEnv, "overrideGroups", cfg.OverrideGroups,
 		"clientCAFile", cfg.ClientCAFile, "clientCN", cfg.ClientCN,
 		"redactUnreadable", cfg.RedactUnreadable)
 	return mgr.Start(ctx)

@@ -135,6 +135,7 @@ func TestWebhookConfiguration(t *testing.T) {
 	wantURL := map[string]string{
 		HTTPRouteWebhook: "https://127.0.0.1:9443/validate-httproute",
 		GRPCRouteWebhook: "https://127.0.0.1:9443/validate-grpcroute",
+		ServiceWebhook:   "https://127.0.0.1:9443/validate-service",
 	}
 	if got.Name != WebhookConfiguration || len(got.Webhooks) != len(wantURL) {
 		t.Fatalf("registration %s with %d webhooks, want %s with %d", got.Name, len(got.Webhooks), WebhookConfiguration, len(wantURL))

@@ -23,6 +23,7 @@ const (
 	WebhookConfiguration = "cutover-guard"
 	HTTPRouteWebhook     = "httproute.cutover-guard.dev"
 	GRPCRouteWebhook     = "grpcroute.cutover-guard.dev"
+	ServiceWebhook       = "service.cutover-guard.dev"
 	// ProbeNamespace holds the routes used to tell that the webhook is in effect.
 	ProbeNamespace = "cutover-guard-probe"
 )
