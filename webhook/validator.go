@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -38,8 +40,11 @@ type Validator[T client.Object] struct {
 	Kind   string
 	Reduce func(T) *Route
 	Guard  Evaluator
-	// CheckCreate checks routes on create too (off by default, so a GitOps
-	// sync that creates the workload and the route together cannot deadlock).
+	// CheckCreate checks routes on create too, every backend with a share
+	// of traffic being a target (the guard's default, DefaultCheckCreate).
+	// A denied create says to retry once the backends are Ready: a GitOps
+	// sync that applies the workload and the route together is delayed
+	// until the workload is Ready, since it retries a failed apply.
 	CheckCreate bool
 	Recorder    events.EventRecorder
 	Metrics     *Metrics
@@ -47,6 +52,9 @@ type Validator[T client.Object] struct {
 	// through with AnnotationOverride; empty means nobody.
 	OverrideGroups []string
 }
+
+// DefaultCheckCreate is the default of --check-create: creates are checked.
+const DefaultCheckCreate = true
 
 // ValidateCreate checks a new route only when CheckCreate is set.
 func (v *Validator[T]) ValidateCreate(ctx context.Context, obj T) (admission.Warnings, error) {
@@ -86,11 +94,14 @@ func (v *Validator[T]) publisher() publisher {
 // and what the checks find about them, the override it asks for, and the
 // verdict. It records nothing.
 func (v *Validator[T]) judge(ctx context.Context, oldObj, obj T) Decision {
-	targets, warnings := Targets(v.Reduce(oldObj), v.Reduce(obj))
-	if len(targets) == 0 {
+	var none T
+	created := any(oldObj) == any(none)
+	set := Targets(v.Reduce(oldObj), v.Reduce(obj))
+	warnings := set.Warnings
+	if len(set.Checked) == 0 && len(set.Mirrors) == 0 {
 		return allowedFast(v.Kind, obj, warnings)
 	}
-	d := Decision{Kind: v.Kind, Route: obj, Path: pathChecked, Targets: targets, DryRun: isDryRun(ctx),
+	d := Decision{Kind: v.Kind, Route: obj, Path: pathChecked, Targets: set.Checked, Mirrors: set.Mirrors, DryRun: isDryRun(ctx),
 		Override: overrideOf(ctx, oldObj, obj, v.OverrideGroups)}
 
 	route := strings.ToLower(v.Kind) + " " + obj.GetNamespace() + "/" + obj.GetName()
@@ -99,11 +110,17 @@ func (v *Validator[T]) judge(ctx context.Context, oldObj, obj T) Decision {
 		return d
 	}
 
-	res, err := v.Guard.Evaluate(ctx, targets)
+	res, err := v.Guard.Evaluate(ctx, append(slices.Clone(set.Checked), set.Mirrors...))
+	if err != nil && len(set.Checked) == 0 {
+		// Only mirrors, which never deny: a failure to check them cannot either.
+		d.Result, d.Warnings = ResultWarned, append(warnings, truncate("request mirror targets not checked: "+err.Error(), maxWarning))
+		return d
+	}
 	if err != nil {
 		d.Result, d.Err, d.Warnings = ResultError, err, warnings
 		return d
 	}
+	downgradeMirrors(res.Findings, set.Mirrors)
 	d.Checks = res
 	for _, f := range res.Findings {
 		if f.Severity == checks.Deny {
@@ -113,6 +130,9 @@ func (v *Validator[T]) judge(ctx context.Context, oldObj, obj T) Decision {
 		warnings = append(warnings, truncate(f.String(), maxWarning))
 	}
 	denied := len(d.Denials) > 0
+	if denied && created {
+		d.Denials = append(d.Denials, retryOnCreate(obj.GetNamespace(), res.Findings))
+	}
 	d.OverrideOutcome = d.Override.outcome(denied)
 	d.Warnings = append(d.Override.warnings(d.Denials), warnings...)
 	switch {
@@ -126,6 +146,54 @@ func (v *Validator[T]) judge(ctx context.Context, oldObj, obj T) Decision {
 		d.Result = ResultAllowed
 	}
 	return d
+}
+
+// mirrorNote starts the message of every finding about a mirror target.
+const mirrorNote = "request mirror target, not denied: "
+
+// downgradeMirrors turns every finding about a mirror target into a
+// warning: a mirrored request's response is dropped, so a mirror that
+// cannot serve fails no client. Targets puts no Service both among the
+// checked targets and the mirrors, so a finding's Service tells them apart.
+func downgradeMirrors(findings []checks.Finding, mirrors []checks.Target) {
+	if len(mirrors) == 0 {
+		return
+	}
+	mirrored := make(map[types.NamespacedName]bool, len(mirrors))
+	for _, m := range mirrors {
+		mirrored[m.Service] = true
+	}
+	for i := range findings {
+		if mirrored[findings[i].Service] {
+			findings[i].Severity = checks.Warn
+			findings[i].Message = mirrorNote + findings[i].Message
+		}
+	}
+}
+
+// retryOnCreate is the last line of a denied create: it names the Services
+// found unfit and says the create will pass once they are Ready, so that a
+// GitOps tool, which applies the workload and the route together and
+// retries a failed apply, is delayed, not deadlocked.
+func retryOnCreate(namespace string, findings []checks.Finding) string {
+	var names []string
+	seen := map[types.NamespacedName]bool{}
+	for _, f := range findings {
+		if f.Severity != checks.Deny || seen[f.Service] {
+			continue
+		}
+		seen[f.Service] = true
+		name := f.Service.Name
+		if f.Service.Namespace != namespace {
+			name = f.Service.String()
+		}
+		names = append(names, name)
+	}
+	verb := "is"
+	if len(names) > 1 {
+		verb = "are"
+	}
+	return fmt.Sprintf("the route is new: retry once %s %s Ready: GitOps tools retry a failed apply", strings.Join(names, ", "), verb)
 }
 
 func isDryRun(ctx context.Context) bool {
