@@ -227,8 +227,8 @@ func TestTargets(t *testing.T) {
 
 		// Attachment: parentRefs and hostnames.
 		"moving from the staging gateway to production targets every live backend": {
-			old: `{"parentRefs":[{"name":"staging"}],"rules":[{"backendRefs":[{"name":"app-green","port":80}]},{"backendRefs":[{"name":"app-blue","port":80,"weight":0}]}]}`,
-			new: `{"parentRefs":[{"name":"public"}],"rules":[{"backendRefs":[{"name":"app-green","port":80}]},{"backendRefs":[{"name":"app-blue","port":80,"weight":0}]}]}`,
+			old:  `{"parentRefs":[{"name":"staging"}],"rules":[{"backendRefs":[{"name":"app-green","port":80}]},{"backendRefs":[{"name":"app-blue","port":80,"weight":0}]}]}`,
+			new:  `{"parentRefs":[{"name":"public"}],"rules":[{"backendRefs":[{"name":"app-green","port":80}]},{"backendRefs":[{"name":"app-blue","port":80,"weight":0}]}]}`,
 			want: TargetSet{Checked: []checks.Target{green}},
 		},
 		"a second parent targets every live backend": {
@@ -293,13 +293,13 @@ func TestTargets(t *testing.T) {
 
 		// Mirrors.
 		"a rule's new RequestMirror filter is a mirror target": {
-			old: toBlue,
-			new: `{"rules":[{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"app-shadow","port":80}}}],"backendRefs":[{"name":"app-blue","port":80}]}]}`,
+			old:  toBlue,
+			new:  `{"rules":[{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"app-shadow","port":80}}}],"backendRefs":[{"name":"app-blue","port":80}]}]}`,
 			want: TargetSet{Mirrors: []checks.Target{target("production", "app-shadow", 80)}},
 		},
 		"a backendRef's RequestMirror filter is a mirror target": {
-			old: toBlue,
-			new: `{"rules":[{"backendRefs":[{"name":"app-blue","port":80,"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"app-shadow","port":80},"percent":10}}]}]}]}`,
+			old:  toBlue,
+			new:  `{"rules":[{"backendRefs":[{"name":"app-blue","port":80,"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"app-shadow","port":80},"percent":10}}]}]}]}`,
 			want: TargetSet{Mirrors: []checks.Target{target("production", "app-shadow", 80)}},
 		},
 		"a mirror on a backendRef at weight zero mirrors nothing": {
@@ -327,8 +327,8 @@ func TestTargets(t *testing.T) {
 			wantWarnings: []string{"RequestMirror backendRef example.com/Bucket production/sink is not a core Service; cutover-guard does not check it"},
 		},
 		"re-parenting makes every mirror a mirror target": {
-			old: `{"parentRefs":[{"name":"staging"}],"rules":[{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"app-shadow","port":80}}}],"backendRefs":[{"name":"app-blue","port":80}]}]}`,
-			new: `{"parentRefs":[{"name":"public"}],"rules":[{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"app-shadow","port":80}}}],"backendRefs":[{"name":"app-blue","port":80}]}]}`,
+			old:  `{"parentRefs":[{"name":"staging"}],"rules":[{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"app-shadow","port":80}}}],"backendRefs":[{"name":"app-blue","port":80}]}]}`,
+			new:  `{"parentRefs":[{"name":"public"}],"rules":[{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"app-shadow","port":80}}}],"backendRefs":[{"name":"app-blue","port":80}]}]}`,
 			want: TargetSet{Checked: []checks.Target{blue}, Mirrors: []checks.Target{target("production", "app-shadow", 80)}},
 		},
 		"a create makes every mirror a mirror target": {

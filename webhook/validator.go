@@ -149,7 +149,7 @@ func (v *Validator[T]) judge(ctx context.Context, oldObj, obj T) Decision {
 }
 
 // mirrorNote starts the message of every finding about a mirror target.
-const mirrorNote = "request mirror target, not denied: "
+const mirrorNote = "mirror only, not denied: "
 
 // downgradeMirrors turns every finding about a mirror target into a
 // warning: a mirrored request's response is dropped, so a mirror that

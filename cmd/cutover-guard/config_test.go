@@ -13,6 +13,7 @@ import (
 	"github.com/cutover-guard/cutover-guard/certs"
 	"github.com/cutover-guard/cutover-guard/checks"
 	"github.com/cutover-guard/cutover-guard/checks/probe"
+	"github.com/cutover-guard/cutover-guard/webhook"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -23,7 +24,7 @@ func TestParseFlags(t *testing.T) {
 	}{
 		"defaults match the documented interface": {
 			check: func(t *testing.T, c Config) {
-				if c.Port != 9443 || c.MetricsAddr != ":8080" || c.HealthAddr != ":8081" || c.DBTimeout != 2*time.Second || c.CheckCreate {
+				if c.Port != 9443 || c.MetricsAddr != ":8080" || c.HealthAddr != ":8081" || c.DBTimeout != 2*time.Second || !c.CheckCreate {
 					t.Errorf("unexpected defaults: %+v", c)
 				}
 				if diff := cmp.Diff([]string{"DATABASE_URL"}, c.DatabaseURLEnv); diff != "" {
@@ -137,6 +138,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		DBProbesPerNamespace     int
 		Namespace, SecretName    string
 		ServiceName, WebhookName string
+		CheckCreate              bool
 	}
 	want := defaults{
 		Port: crwebhook.DefaultPort, MetricsAddr: metricsserver.DefaultBindAddress,
@@ -148,6 +150,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		MaxChecksPerNamespace: checks.DefaultMaxDecisionsPerNamespace, DBProbesPerNamespace: checks.DefaultDatabaseURLsPerNamespacePerMinute,
 		Namespace: certs.DefaultNamespace, SecretName: certs.DefaultSecretName,
 		ServiceName: certs.DefaultServiceName, WebhookName: certs.DefaultWebhookConfigName,
+		CheckCreate: webhook.DefaultCheckCreate,
 	}
 	got := defaults{
 		Port: c.Port, MetricsAddr: c.MetricsAddr,
@@ -159,6 +162,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		MaxChecksPerNamespace: c.MaxChecksPerNamespace, DBProbesPerNamespace: c.DBProbesPerNamespacePerMinute,
 		Namespace: c.Certs.Namespace, SecretName: c.Certs.SecretName,
 		ServiceName: c.Certs.ServiceName, WebhookName: c.Certs.WebhookConfigName,
+		CheckCreate: c.CheckCreate,
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("flag defaults (-package defaults +flags):\n%s", diff)
