@@ -160,8 +160,15 @@ func TestMirrorToUnreadyGreenWarns(t *testing.T) {
 	}
 	e.checkBackend(t, tutorial.Blue)
 
+	// The same mirror moved onto blue's backendRef mirrors the same
+	// requests: nothing new to check.
 	const mirrorBackendRef = `kubectl patch httproute myapp -n production --type=json -p='[{"op":"remove","path":"/spec/rules/0/filters"},{"op":"add","path":"/spec/rules/0/backendRefs/0/filters","value":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"app-green","port":80},"percent":10}}]}]'`
-	if r := e.sh(t, mirrorBackendRef); !r.OK() || !strings.Contains(r.Output, "Warning: service production/app-green: mirror only, not denied: ") {
+	requireOutput(t, e.sh(t, mirrorBackendRef), tutorial.PatchedOutput)
+
+	// On a fresh route, a mirror on the backendRef is new, and warned about.
+	e.recreateRoute(t, e.manifests.Route.DeepCopy())
+	const newMirrorBackendRef = `kubectl patch httproute myapp -n production --type=json -p='[{"op":"add","path":"/spec/rules/0/backendRefs/0/filters","value":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"app-green","port":80},"percent":10}}]}]'`
+	if r := e.sh(t, newMirrorBackendRef); !r.OK() || !strings.Contains(r.Output, "Warning: service production/app-green: mirror only, not denied: ") {
 		t.Fatalf("want a mirror on the backendRef allowed with warnings, got:\n%s", r)
 	}
 	requireDenied(t, e.sh(t, tutorial.CutoverCommand), tutorial.HTTPRouteWebhook, greenNotReady...)

@@ -267,8 +267,8 @@ func checkWebhooks(t *testing.T, vwc *admissionregistrationv1.ValidatingWebhookC
 		}
 		r := w.Rules[0]
 		resource := r.Resources[0]
-		if !slices.Equal(r.Operations, []admissionregistrationv1.OperationType{admissionregistrationv1.Update}) {
-			t.Errorf("%s: operations %v, want UPDATE only", w.Name, r.Operations)
+		if !slices.Equal(r.Operations, []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update}) {
+			t.Errorf("%s: operations %v, want CREATE and UPDATE", w.Name, r.Operations)
 		}
 		if !slices.Equal(r.APIGroups, []string{"gateway.networking.k8s.io"}) || strings.Contains(resource, "/") {
 			t.Errorf("%s: %v %v: want the routes of gateway.networking.k8s.io, never a subresource", w.Name, r.APIGroups, resource)
@@ -287,8 +287,8 @@ func checkWebhooks(t *testing.T, vwc *admissionregistrationv1.ValidatingWebhookC
 		if w.SideEffects == nil || *w.SideEffects != admissionregistrationv1.SideEffectClassNoneOnDryRun {
 			t.Errorf("%s: sideEffects %v, want NoneOnDryRun", w.Name, w.SideEffects)
 		}
-		if len(w.MatchConditions) != 1 || !strings.Contains(w.MatchConditions[0].Expression, "spec.rules") {
-			t.Errorf("%s: matchConditions %+v, want one on spec.rules", w.Name, w.MatchConditions)
+		if len(w.MatchConditions) != 1 || !strings.Contains(w.MatchConditions[0].Expression, "object.spec != oldObject.spec") {
+			t.Errorf("%s: matchConditions %+v, want one on the spec", w.Name, w.MatchConditions)
 		}
 		excluded := false
 		if sel := w.NamespaceSelector; sel != nil {

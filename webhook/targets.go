@@ -201,11 +201,15 @@ func (s TargetSet) Empty() bool {
 // of the match's requests (weight unset means 1; refs with weight 0 or
 // less count for nothing; refs of other kinds than Service count in the
 // sum, since they take their part of the requests; the same backend named
-// twice in a rule adds up). A match that a rule of the old route did not
-// have gave each backend the share 0 before. A backend's share grows when,
-// for some match of the updated route, its fraction is larger than the
-// old route's fraction for the same match (compared exactly, as
-// integers). So:
+// twice in a rule adds up). Each match of the updated route is compared
+// with where its requests went before: the old rule with the same match;
+// else the old rules whose matches cover it (every request it selects, an
+// old match selected too: a path prefix inside an old prefix, the old
+// match's header, query and method conditions all kept, see matchcover.go);
+// else nowhere, a share of 0. A match the update removes sends its
+// requests to the new matches that cover it, compared the same way. A
+// backend's share grows when, in one of these comparisons, its fraction
+// after is larger than before (exactly, as integers). So:
 //
 //   - a new backendRef, or a weight from 0 to more, is a target;
 //   - a canary from blue 99 / green 1 to 0 / 100 makes green a target
@@ -213,13 +217,16 @@ func (s TargetSet) Empty() bool {
 //   - weights scaled together (50/50 -> 1/1) keep every fraction: no target;
 //   - a backend whose fraction shrinks or stays is never a target, so a
 //     rollback away from a backend that cannot serve is never blocked by it;
-//   - a backend added to a rule that gains a match, or to a new rule, is a
-//     target, even where a broader match of the old route already sent it
-//     those requests: the guard does not work out which requests each
-//     match takes across rules and routes (path, header and method
-//     precedence), so a new match counts as new traffic;
+//   - a backend in a rule that gains a match no old match covers, or in a
+//     new such rule, is a target; a path narrowed (/ to /shop) or a header
+//     condition added is not, a rule for /shop to green in front of blue's
+//     / makes green one, and removing it makes blue one;
 //   - rules reordered without a change of which rule first has each match
 //     keep every fraction: no target.
+//
+// Which of two different matches takes a request (path length, header
+// count and method precedence across rules and routes) is not worked out:
+// every covering match counts, which errs on the side of checking.
 //
 // Attachment. When the update attaches the route to a parentRef (Gateway,
 // listener section or port) it did not have, or widens its hostnames (a
@@ -315,19 +322,74 @@ const maxComparisons = 1 << 16
 // mirror destination after the update is in them.
 func gained(after, before *traffic, widened bool) (grown, mirrored map[backendKey]bool) {
 	grown, mirrored = map[backendKey]bool{}, map[backendKey]bool{}
-	// Which rule had each match before and has it after; -1: none before.
+	// Which rule has each match after and had its requests before: the
+	// rule that had the same match, else those of the old matches that
+	// cover it (see matchcover.go); -1: none, the requests are new.
 	pairs := map[[2]int]bool{}
+	work := 0
+	var oldShapes map[string]matchShape
 	for match, i := range after.owner {
-		j := -1
-		if before != nil {
-			if o, ok := before.owner[match]; ok {
-				j = o
+		if before == nil {
+			pairs[[2]int{i, -1}] = true
+			continue
+		}
+		if j, ok := before.owner[match]; ok {
+			pairs[[2]int{i, j}] = true
+			continue
+		}
+		if oldShapes == nil {
+			oldShapes = make(map[string]matchShape, len(before.owner))
+			for m := range before.owner {
+				oldShapes[m] = shapeOf(before.kind, m)
 			}
 		}
-		pairs[[2]int{i, j}] = true
+		if work += len(oldShapes); work > maxComparisons {
+			widened = true
+			break
+		}
+		covered := false
+		shape := shapeOf(after.kind, match)
+		for m, o := range oldShapes {
+			if o.covers(before.kind, shape) {
+				pairs[[2]int{i, before.owner[m]}], covered = true, true
+			}
+		}
+		if !covered {
+			pairs[[2]int{i, -1}] = true
+		}
 	}
-	work := 0
+	// An old match the new route lost sends its requests to the new
+	// matches that cover it (a rule removed: its requests fall to a
+	// broader one).
+	var newShapes map[string]matchShape
+	for match, j := range ownersOf(before) {
+		if widened {
+			break
+		}
+		if _, ok := after.owner[match]; ok {
+			continue
+		}
+		if newShapes == nil {
+			newShapes = make(map[string]matchShape, len(after.owner))
+			for m := range after.owner {
+				newShapes[m] = shapeOf(after.kind, m)
+			}
+		}
+		if work += len(newShapes); work > maxComparisons {
+			widened = true
+			break
+		}
+		shape := shapeOf(before.kind, match)
+		for m, n := range newShapes {
+			if n.covers(after.kind, shape) {
+				pairs[[2]int{after.owner[m], j}] = true
+			}
+		}
+	}
 	for p := range pairs {
+		if widened {
+			break
+		}
 		if work += len(after.shares[p[0]]) + len(after.mirrors[p[0]]); work > maxComparisons {
 			widened = true
 			break
@@ -360,6 +422,14 @@ func gained(after, before *traffic, widened bool) (grown, mirrored map[backendKe
 	return grown, mirrored
 }
 
+// ownersOf is t's owner map; none for no route.
+func ownersOf(t *traffic) map[string]int {
+	if t == nil {
+		return nil
+	}
+	return t.owner
+}
+
 // fraction is num/den; den is 0 only for the zero share (num 0).
 type fraction struct {
 	num, den uint64
@@ -382,6 +452,8 @@ func (f fraction) greater(g fraction) bool {
 
 // traffic is where a route sends the requests of each of its matches.
 type traffic struct {
+	// kind is the route's kind, which says how to read its match keys.
+	kind string
 	// owner is the index of the first rule that has each match: the rule
 	// that serves its requests.
 	owner map[string]int
@@ -395,7 +467,7 @@ type traffic struct {
 }
 
 func trafficOf(r *Route) *traffic {
-	t := &traffic{owner: map[string]int{}, shares: make([]map[backendKey]fraction, len(r.Rules)), mirrors: make([]map[backendKey]bool, len(r.Rules))}
+	t := &traffic{kind: r.Kind, owner: map[string]int{}, shares: make([]map[backendKey]fraction, len(r.Rules)), mirrors: make([]map[backendKey]bool, len(r.Rules))}
 	for i, rule := range r.Rules {
 		owns := false
 		for _, m := range rule.Matches {
