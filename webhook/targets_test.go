@@ -401,8 +401,8 @@ func TestTargets(t *testing.T) {
 // limits (16 rules, 128 matches, 16 backendRefs a rule), costs work in
 // proportion to its size: one rule of 20,000 matches and 20,000 backends,
 // formerly split over 20,000 rules, would take 400 million comparisons
-// share by share. Past maxComparisons every backend with a share is taken
-// as a target instead.
+// share by share, and 20,000 new matches as many containment tests. Past
+// maxComparisons every backend with a share is taken as a target instead.
 func TestTargetsBoundsTheComparisons(t *testing.T) {
 	const n = 20000
 	old := &Route{Kind: KindHTTPRoute, Namespace: "production", Name: "myapp"}
@@ -424,6 +424,22 @@ func TestTargetsBoundsTheComparisons(t *testing.T) {
 			t.Errorf("%d targets, want every one of the %d backends", len(got.Checked), n)
 		}
 	case <-time.After(30 * time.Second): // a hang detector, not a timing assertion
+		t.Fatal("Targets did not return within 30s")
+	}
+
+	// 20,000 matches, none of them the old route's: each would be compared
+	// with the 20,000 old ones for containment.
+	renamed := &Route{Kind: KindHTTPRoute, Namespace: "production", Name: "myapp"}
+	for i, r := range old.Rules {
+		renamed.Rules = append(renamed.Rules, Rule{Matches: []string{fmt.Sprintf(`{"path":{"type":"PathPrefix","value":"/other/%d"}}`, i)}, Backends: r.Backends})
+	}
+	go func() { done <- Targets(old, renamed) }()
+	select {
+	case got := <-done:
+		if len(got.Checked) != n {
+			t.Errorf("%d targets, want every one of the %d backends", len(got.Checked), n)
+		}
+	case <-time.After(30 * time.Second):
 		t.Fatal("Targets did not return within 30s")
 	}
 }
