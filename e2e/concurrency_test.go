@@ -73,13 +73,14 @@ const (
 func TestConcurrentSwitchesWhileGreenFlaps(t *testing.T) {
 	e := setup(t)
 	e.reset(t, world{greenReady: true})
-	route := e.stormRoute(t)
-	hist := watchDeployment(t, e.cluster.Config, tutorial.Namespace, tutorial.Green)
-
+	// Counted from before the storm route's create, a decision the guard
+	// logs for the route like every switch.
 	before, err := e.guard.Metrics(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
+	route := e.stormRoute(t)
+	hist := watchDeployment(t, e.cluster.Config, tutorial.Namespace, tutorial.Green)
 	s := &storm{e: e, route: route.Name}
 	s.run(t, hist)
 	hist.catchUp(t, e.kube)

@@ -90,12 +90,17 @@ func TestDatabaseFailureModes(t *testing.T) {
 	e.reset(t, world{greenReady: true})
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
+			// A fresh route per case, so that each denial gets its own
+			// Event; created while blue's connection string still works
+			// (blue and green read the same Secret, and creates are checked).
+			if err := tutorial.SetSecret(t.Context(), e.kube, tutorial.Namespace, postgresDSN); err != nil {
+				t.Fatal(err)
+			}
+			e.recreateRoute(t, e.manifests.Route.DeepCopy())
+			route := e.route(t)
 			if err := tutorial.SetSecret(t.Context(), e.kube, tutorial.Namespace, tc.dsn); err != nil {
 				t.Fatal(err)
 			}
-			// A fresh route per case, so that each denial gets its own Event.
-			e.recreateRoute(t, e.manifests.Route.DeepCopy())
-			route := e.route(t)
 
 			r := e.sh(t, tutorial.CutoverCommand)
 			want := "service production/app-green: " + tc.finding

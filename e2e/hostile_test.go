@@ -173,11 +173,14 @@ func (e *env) createWideNamespace(t *testing.T, kube client.Client) {
 
 // patchWide replaces the route's rules, with the real kubectl, by
 // wideRules x widePerRule backendRefs: the k-th names backend(k) with its
-// weight.
+// weight. Rule i matches path prefix /r<i>: each rule serves requests of
+// its own (of rules with the same match, only the first would).
 func (e *env) patchWide(t *testing.T, backend func(k int) (string, int32)) *tutorial.Result {
 	t.Helper()
 	rules := make([]gwv1.HTTPRouteRule, wideRules)
 	for i := range rules {
+		prefix, value := gwv1.PathMatchPathPrefix, fmt.Sprintf("/r%d", i)
+		rules[i].Matches = []gwv1.HTTPRouteMatch{{Path: &gwv1.HTTPPathMatch{Type: &prefix, Value: &value}}}
 		for j := range widePerRule {
 			name, weight := backend(i*widePerRule + j)
 			port, w := gwv1.PortNumber(80), weight

@@ -122,7 +122,10 @@ func (e *env) reset(t *testing.T, w world) {
 	if w.dsn == "" {
 		w.dsn = postgresDSN
 	}
-	if err := tutorial.SetSecret(ctx, e.kube, tutorial.Namespace, w.dsn); err != nil {
+	// The route is created while the Secret holds a working connection
+	// string (the guard checks creates, and blue reads the Secret too);
+	// w.dsn goes in after.
+	if err := tutorial.SetSecret(ctx, e.kube, tutorial.Namespace, postgresDSN); err != nil {
 		t.Fatal(err)
 	}
 	errs := make(chan error, 2)
@@ -143,6 +146,11 @@ func (e *env) reset(t *testing.T, w world) {
 		}
 	}
 	e.recreateRoute(t, e.manifests.Route.DeepCopy())
+	if w.dsn != postgresDSN {
+		if err := tutorial.SetSecret(ctx, e.kube, tutorial.Namespace, w.dsn); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func (e *env) recreateRoute(t *testing.T, route *gwv1.HTTPRoute) {

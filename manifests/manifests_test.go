@@ -259,7 +259,15 @@ func checkWebhooks(t *testing.T, vwc *admissionregistrationv1.ValidatingWebhookC
 	wantPaths := map[string]string{"httproutes": webhook.PathHTTPRoute, "grpcroutes": webhook.PathGRPCRoute, "services": webhook.PathService}
 	// Each resource's API group and the field whose change its matchCondition requires.
 	wantGroup := map[string]string{"httproutes": "gateway.networking.k8s.io", "grpcroutes": "gateway.networking.k8s.io", "services": ""}
-	wantField := map[string]string{"httproutes": "spec.rules", "grpcroutes": "spec.rules", "services": "spec.selector"}
+	// Routes: any spec change (rules, parentRefs, hostnames can each move
+	// traffic); Services: only a selector change.
+	wantField := map[string]string{"httproutes": "object.spec != oldObject.spec", "grpcroutes": "object.spec != oldObject.spec", "services": "spec.selector"}
+	// Routes are checked on create too; a Service's create moves no traffic.
+	wantOps := map[string][]admissionregistrationv1.OperationType{
+		"httproutes": {admissionregistrationv1.Create, admissionregistrationv1.Update},
+		"grpcroutes": {admissionregistrationv1.Create, admissionregistrationv1.Update},
+		"services":   {admissionregistrationv1.Update},
+	}
 	if len(vwc.Webhooks) != len(wantPaths) {
 		t.Fatalf("%d webhooks, want %d", len(vwc.Webhooks), len(wantPaths))
 	}
@@ -270,8 +278,8 @@ func checkWebhooks(t *testing.T, vwc *admissionregistrationv1.ValidatingWebhookC
 		}
 		r := w.Rules[0]
 		resource := r.Resources[0]
-		if !slices.Equal(r.Operations, []admissionregistrationv1.OperationType{admissionregistrationv1.Update}) {
-			t.Errorf("%s: operations %v, want UPDATE only", w.Name, r.Operations)
+		if !slices.Equal(r.Operations, wantOps[resource]) {
+			t.Errorf("%s: operations %v, want %v", w.Name, r.Operations, wantOps[resource])
 		}
 		if !slices.Equal(r.APIGroups, []string{wantGroup[resource]}) || strings.Contains(resource, "/") {
 			t.Errorf("%s: %v %v: want routes of gateway.networking.k8s.io or core Services, never a subresource", w.Name, r.APIGroups, resource)

@@ -52,9 +52,11 @@ func (h *countingWebhook) get(path string) int {
 }
 
 // TestMatchConditions installs the default overlay's webhook configuration,
-// pointed at a counting webhook, and checks which route updates the API
-// server sends: only those that change spec.rules, outside kube-system and
-// the guard's namespace, never the status subresource.
+// pointed at a counting webhook, and checks which route writes the API
+// server sends: creates, and updates that change the spec (rules,
+// parentRefs, hostnames), outside kube-system and the guard's namespace;
+// never a label-, annotation- or status-only update, nor the status
+// subresource.
 func TestMatchConditions(t *testing.T) {
 	c := sharedCluster(t)
 	ctx := t.Context()
@@ -119,8 +121,38 @@ func TestMatchConditions(t *testing.T) {
 		{"an annotation-only update", webhook.PathHTTPRoute, func(ctx context.Context) error {
 			return patchRoute(ctx, cl, httpRoute, `{"metadata":{"annotations":{"note":"cutover at noon"}}}`)
 		}, 0},
+		{"a label and an annotation at once", webhook.PathHTTPRoute, func(ctx context.Context) error {
+			return patchRoute(ctx, cl, httpRoute, `{"metadata":{"labels":{"release":"blue"},"annotations":{"note":"rolled back"}}}`)
+		}, 0},
 		{"a parentRefs update", webhook.PathHTTPRoute, func(ctx context.Context) error {
 			return patchRoute(ctx, cl, httpRoute, `{"spec":{"parentRefs":[{"name":"other-gateway"}]}}`)
+		}, 1},
+		{"a parentRef's sectionName added", webhook.PathHTTPRoute, func(ctx context.Context) error {
+			return patchRoute(ctx, cl, httpRoute, `{"spec":{"parentRefs":[{"name":"other-gateway","sectionName":"https"}]}}`)
+		}, 1},
+		{"hostnames set", webhook.PathHTTPRoute, func(ctx context.Context) error {
+			return patchRoute(ctx, cl, httpRoute, `{"spec":{"hostnames":["shop.example.com"]}}`)
+		}, 1},
+		{"a hostname changed", webhook.PathHTTPRoute, func(ctx context.Context) error {
+			return patchRoute(ctx, cl, httpRoute, `{"spec":{"hostnames":["www.example.com"]}}`)
+		}, 1},
+		{"hostnames removed", webhook.PathHTTPRoute, func(ctx context.Context) error {
+			return patchRoute(ctx, cl, httpRoute, `{"spec":{"hostnames":null}}`)
+		}, 1},
+		{"a RequestMirror filter added", webhook.PathHTTPRoute, func(ctx context.Context) error {
+			return patchRoute(ctx, cl, httpRoute, `{"spec":{"rules":[{"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"app-shadow","port":80}}}],"backendRefs":[{"name":"app-blue","port":80}]}]}}`)
+		}, 1},
+		{"a create", webhook.PathHTTPRoute, func(ctx context.Context) error {
+			r := &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: apps, Name: "created"}, Spec: httpRoute.Spec}
+			return cl.Create(ctx, r, client.DryRunAll)
+		}, 1},
+		{"a GRPCRoute create", webhook.PathGRPCRoute, func(ctx context.Context) error {
+			r := &gwv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: apps, Name: "created"}, Spec: grpcRoute.Spec}
+			return cl.Create(ctx, r, client.DryRunAll)
+		}, 1},
+		{"a create in kube-system", webhook.PathHTTPRoute, func(ctx context.Context) error {
+			r := &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "created"}, Spec: httpRoute.Spec}
+			return cl.Create(ctx, r, client.DryRunAll)
 		}, 0},
 		{"a status update", webhook.PathHTTPRoute, func(ctx context.Context) error {
 			r := &gwv1.HTTPRoute{}
@@ -155,6 +187,15 @@ func TestMatchConditions(t *testing.T) {
 		{"a GRPCRoute backendRef change", webhook.PathGRPCRoute, func(ctx context.Context) error {
 			return cl.Patch(ctx, grpcRoute, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"rules":[{"backendRefs":[{"name":"grpc-green","port":80}]}]}}`)))
 		}, 1},
+		{"a GRPCRoute parentRefs update", webhook.PathGRPCRoute, func(ctx context.Context) error {
+			return cl.Patch(ctx, grpcRoute, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"parentRefs":[{"name":"other-gateway"}]}}`)))
+		}, 1},
+		{"a GRPCRoute hostnames update", webhook.PathGRPCRoute, func(ctx context.Context) error {
+			return cl.Patch(ctx, grpcRoute, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"hostnames":["rpc.example.com"]}}`)))
+		}, 1},
+		{"a GRPCRoute annotation-only update", webhook.PathGRPCRoute, func(ctx context.Context) error {
+			return cl.Patch(ctx, grpcRoute, client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"annotations":{"note":"x"}}}`)))
+		}, 0},
 	} {
 		// Admission is synchronous: once the update returns, every call
 		// the API server made to the webhook has been counted. An update
@@ -200,8 +241,9 @@ func backendRef(service string) gwv1.BackendRef {
 	}}
 }
 
-// createHTTPRoute creates (or replaces) a route with one rule: path / to service.
-func createHTTPRoute(t *testing.T, cl client.Client, namespace, name, service string) *gwv1.HTTPRoute {
+// createHTTPRoute creates (or replaces) a route with one rule: path / to
+// service, at the given weights (none: the default 1).
+func createHTTPRoute(t *testing.T, cl client.Client, namespace, name, service string, weight ...int32) *gwv1.HTTPRoute {
 	t.Helper()
 	r := &gwv1.HTTPRoute{
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
@@ -214,6 +256,9 @@ func createHTTPRoute(t *testing.T, cl client.Client, namespace, name, service st
 				BackendRefs: []gwv1.HTTPBackendRef{{BackendRef: backendRef(service)}},
 			}},
 		},
+	}
+	for _, w := range weight {
+		r.Spec.Rules[0].BackendRefs[0].Weight = ptr.To(w)
 	}
 	recreate(t, cl, r)
 	return r

@@ -147,10 +147,12 @@ func TestCertRotation(t *testing.T) {
 	}
 
 	// Route updates through the API server, all the while: each changes
-	// spec.rules (so the guard is called) and switches no traffic (so it
-	// allows at once). Dry run: nothing is stored, nothing conflicts.
+	// the spec (so the guard is called) and switches no traffic (so it
+	// allows at once): the route's one backend is at weight 0, so neither
+	// its create nor a path edit gives any backend a share. Dry run:
+	// nothing is stored, nothing conflicts.
 	apps := createNamespace(t, cl, "rotation")
-	route := createHTTPRoute(t, cl, apps, "app", "app-blue")
+	route := createHTTPRoute(t, cl, apps, "app", "app-blue", 0)
 	updates := startUpdates(ctx, cl, route)
 
 	updates.waitFor(t, 5)

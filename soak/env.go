@@ -29,7 +29,7 @@ const (
 	// blue keeps the tutorial's Secret, straight to the database.
 	greenSecret = "db-credentials-green"
 	// weightsRoute splits traffic between blue and green; shifters move its
-	// weights, never to zero, so no backend newly receives traffic.
+	// weights, never to zero; the backend whose share grows is checked.
 	weightsRoute = "myapp-weights"
 )
 

@@ -25,13 +25,15 @@ const (
 	kindSwitchBlue  = "switch to blue"
 	kindLabel       = "label edit"
 	kindAnnotation  = "annotation edit"
-	kindWeight      = "weight shift"
+	// A weight shift toward blue (its share grows) and toward green.
+	kindWeightBlue  = "weight shift to blue"
+	kindWeightGreen = "weight shift to green"
 	// kindRead is the read of the route before a switch.
 	kindRead = "route read"
 )
 
 // kinds in the order the report lists them.
-var kinds = []string{kindSwitchGreen, kindSwitchBlue, kindLabel, kindAnnotation, kindWeight, kindRead}
+var kinds = []string{kindSwitchGreen, kindSwitchBlue, kindLabel, kindAnnotation, kindWeightBlue, kindWeightGreen, kindRead}
 
 // What a client saw.
 type outcome string
@@ -126,9 +128,9 @@ func (e *env) switchRoute(ctx context.Context, _ int) sample {
 	return e.send(rctx, kind, &r, client.RawPatch(types.JSONPatchType, []byte(patch)))
 }
 
-// editRoute sets a label or an annotation on the route: no backend newly
-// receives traffic, and the installed matchConditions (spec.rules
-// unchanged) keep it from the guard, so it must always be allowed.
+// editRoute sets a label or an annotation on the route: no backend's share
+// grows, and the installed matchConditions (spec unchanged) keep it from
+// the guard, so it must always be allowed.
 func (e *env) editRoute(ctx context.Context, n int) sample {
 	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
@@ -143,10 +145,11 @@ func (e *env) editRoute(ctx context.Context, n int) sample {
 }
 
 // shiftWeights moves the weights of the second route between blue and
-// green, never to zero: both already receive traffic, so the guard must
-// allow it on its fast path. The new weights always differ from those read
-// (a JSON patch test guards them), so that every shift changes spec.rules
-// and reaches the guard.
+// green, never to zero. The backend whose share grows is the guard's
+// target: a shift toward blue (always serving) must be allowed, one toward
+// green is judged like a switch to green. The new weights always differ
+// from those read (a JSON patch test guards them), so that every shift
+// changes the spec and reaches the guard.
 func (e *env) shiftWeights(ctx context.Context, _ int) sample {
 	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
@@ -164,7 +167,11 @@ func (e *env) shiftWeights(ctx context.Context, _ int) sample {
 		w++
 	}
 	patch := fmt.Sprintf(`[{"op":"test","path":"/spec/rules/0/backendRefs/0/weight","value":%d},{"op":"replace","path":"/spec/rules/0/backendRefs/0/weight","value":%d},{"op":"replace","path":"/spec/rules/0/backendRefs/1/weight","value":%d}]`, cur, w, 100-w)
-	return e.send(rctx, kindWeight, r, client.RawPatch(types.JSONPatchType, []byte(patch)))
+	kind := kindWeightBlue // backendRefs[0] is blue
+	if w < cur {
+		kind = kindWeightGreen
+	}
+	return e.send(rctx, kind, r, client.RawPatch(types.JSONPatchType, []byte(patch)))
 }
 
 func (e *env) send(ctx context.Context, kind string, obj client.Object, p client.Patch) sample {

@@ -107,14 +107,14 @@ const goroutineSlack = 50
 func (r *results) violations() []string {
 	var v []string
 	for _, s := range r.samples {
-		if s.kind == kindSwitchGreen && s.outcome == allowed {
+		if (s.kind == kindSwitchGreen || s.kind == kindWeightGreen) && s.outcome == allowed {
 			if why := r.tl.covering(s.start, s.end); why != "" {
-				v = append(v, fmt.Sprintf("switch to green allowed at %s (took %s) while %s: the guard let an unsafe cutover through",
-					s.start.Format("15:04:05.000"), s.end.Sub(s.start).Round(time.Millisecond), why))
+				v = append(v, fmt.Sprintf("%s allowed at %s (took %s) while %s: the guard let an unsafe cutover through",
+					s.kind, s.start.Format("15:04:05.000"), s.end.Sub(s.start).Round(time.Millisecond), why))
 			}
 		}
-		if s.outcome == denied && (s.kind == kindLabel || s.kind == kindAnnotation || s.kind == kindWeight) {
-			v = append(v, fmt.Sprintf("%s denied: it sends no backend new traffic and must be allowed (%s)", s.kind, firstLine(s.msg)))
+		if s.outcome == denied && (s.kind == kindLabel || s.kind == kindAnnotation || s.kind == kindWeightBlue) {
+			v = append(v, fmt.Sprintf("%s denied: it grows no unready backend's share and must be allowed (%s)", s.kind, firstLine(s.msg)))
 		}
 	}
 	if msgs := r.messages(failed); len(msgs) > 0 {
@@ -218,7 +218,7 @@ func (r *results) topLines(why string, n int) []string {
 
 // countSentToGuard counts the requests with outcome o that the installed
 // webhook configuration sends to the guard: switches and weight shifts,
-// which change spec.rules; label and annotation edits never reach it.
+// which change the spec; label and annotation edits never reach it.
 func (r *results) countSentToGuard(o outcome) int {
 	return r.count("", o) - r.count(kindLabel, o) - r.count(kindAnnotation, o)
 }

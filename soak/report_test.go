@@ -167,6 +167,15 @@ func TestViolations(t *testing.T) {
 			end:     stats(1, 0, 100),
 			want:    []string{"switch to green allowed at 12:00:11.000 (took 1s) while green not ready"},
 		},
+		"a weight shift toward green allowed inside a window is an unsafe cutover": {
+			samples: []sample{req(kindWeightGreen, allowed, 11, 12)},
+			end:     stats(1, 0, 100),
+			want:    []string{"weight shift to green allowed at 12:00:11.000 (took 1s) while green not ready"},
+		},
+		"a weight shift toward green denied inside a window breaks nothing": {
+			samples: []sample{req(kindWeightGreen, denied, 11, 12)},
+			end:     stats(0, 1, 100),
+		},
 		"a switch that straddles the window's end is not judged": {
 			samples: []sample{req(kindSwitchGreen, allowed, 19, 21)},
 			end:     stats(1, 0, 100),
@@ -177,7 +186,7 @@ func TestViolations(t *testing.T) {
 			want:    []string{"label edit denied"},
 		},
 		"a client error that is not a verdict is counted": {
-			samples: []sample{req(kindWeight, failed, 1, 2)},
+			samples: []sample{req(kindWeightBlue, failed, 1, 2)},
 			end:     stats(0, 0, 100),
 			want:    []string{"1 client errors that are not verdicts"},
 		},
@@ -187,7 +196,7 @@ func TestViolations(t *testing.T) {
 			want:    []string{"the guard counted 1 allowed decisions, fewer than the 2"},
 		},
 		"label and annotation edits never reach the guard, so it counts none": {
-			samples: []sample{req(kindLabel, allowed, 1, 2), req(kindAnnotation, allowed, 3, 4), req(kindWeight, allowed, 5, 6)},
+			samples: []sample{req(kindLabel, allowed, 1, 2), req(kindAnnotation, allowed, 3, 4), req(kindWeightBlue, allowed, 5, 6)},
 			end:     stats(1, 0, 100),
 		},
 		"goroutines that stay up and open database connections are leaks": {

@@ -13,7 +13,7 @@ import (
 
 // Decision paths, the "path" label of cutover_guard_decisions_total.
 const (
-	// pathFast: no backend newly receives traffic; nothing was read.
+	// pathFast: no backend's share of traffic grows; nothing was read.
 	pathFast = "fast"
 	// pathChecked: the targets were checked, or an override attempt was
 	// refused before they could be.
@@ -33,8 +33,11 @@ type Decision struct {
 	Path string
 	// Result is one of the Result* values.
 	Result string
-	// Targets are the backends that newly receive traffic.
+	// Targets are the backends whose share of traffic grows.
 	Targets []checks.Target
+	// Mirrors are the backends that newly receive mirrored requests;
+	// findings about them are warnings.
+	Mirrors []checks.Target
 	// Checks is what the checks found, ran and read; empty when they did
 	// not run.
 	Checks checks.Result
@@ -87,11 +90,15 @@ func (d Decision) response() (admission.Warnings, error) {
 	return d.Warnings, nil
 }
 
-// targetNames renders the targets as "service production/app-green:80".
+// targetNames renders the targets as "service production/app-green:80",
+// then the mirrors as "mirror service production/app-shadow:80".
 func (d Decision) targetNames() []string {
-	names := make([]string, len(d.Targets))
-	for i, t := range d.Targets {
-		names[i] = t.String()
+	names := make([]string, 0, len(d.Targets)+len(d.Mirrors))
+	for _, t := range d.Targets {
+		names = append(names, t.String())
+	}
+	for _, t := range d.Mirrors {
+		names = append(names, "mirror "+t.String())
 	}
 	return names
 }

@@ -27,8 +27,8 @@ import (
 const maxReviewSize = 7 << 20
 
 // fastPath answers the updates that switch no traffic (labels, annotations,
-// matches, weight shifts among live backends: nearly every write the guard
-// sees) from one decoding pass over the body. controller-runtime's path
+// filters, removals, weight shifts away from a backend: nearly every write
+// the guard sees) from one decoding pass over the body. controller-runtime's path
 // decodes the AdmissionReview and then each embedded route again, reading
 // every byte about six times; that was most of the fast path's cost.
 //
@@ -138,8 +138,7 @@ func (f *fastPath[T]) allow(ctx context.Context, body []byte) (_ *admissionv1.Ad
 		return nil, false
 	}
 	start := time.Now()
-	targets, warnings := Targets(f.v.Reduce(req.OldObject), f.v.Reduce(req.Object))
-	if len(targets) > 0 || len(warnings) > 0 {
+	if !Targets(f.v.Reduce(req.OldObject), f.v.Reduce(req.Object)).Empty() {
 		return nil, false
 	}
 

@@ -179,6 +179,22 @@ func TestFastPathAnswersAsTheFullPath(t *testing.T) {
 		"a weight shift among live backends": {wantFast: true, body: reviewVariant(t, "labels-only.json", func(r map[string]any) {
 			firstBackendRef(r, "object")["weight"] = 7
 		})},
+		"a canary from 99/1 to 0/100":          {body: file("canary-1-to-100.json")},
+		"a route moved to another gateway":     {body: file("reparent-to-public.json")},
+		"a mirror added to an unready green":   {body: file("mirror-to-green.json")},
+		"a create, as the API server sends it": {body: file("create-to-green.json")},
+		"a parentRef added": {body: reviewVariant(t, "labels-only.json", func(r map[string]any) {
+			spec := routeIn(r, "object")["spec"].(map[string]any)
+			spec["parentRefs"] = append(spec["parentRefs"].([]any), map[string]any{"name": "other"})
+		})},
+		"a parentRef removed": {wantFast: true, body: reviewVariant(t, "labels-only.json", func(r map[string]any) {
+			spec := routeIn(r, "oldObject")["spec"].(map[string]any)
+			spec["parentRefs"] = append(spec["parentRefs"].([]any), map[string]any{"name": "other"})
+		})},
+		"hostnames narrowed": {wantFast: true, body: reviewVariant(t, "labels-only.json", func(r map[string]any) {
+			routeIn(r, "oldObject")["spec"].(map[string]any)["hostnames"] = []any{"a.example.com", "b.example.com"}
+			routeIn(r, "object")["spec"].(map[string]any)["hostnames"] = []any{"a.example.com"}
+		})},
 		"a backend whose weight goes from 0 to 1": {body: reviewVariant(t, "labels-only.json", func(r map[string]any) {
 			firstBackendRef(r, "oldObject")["weight"] = 0
 		})},

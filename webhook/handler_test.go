@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -184,6 +185,7 @@ func TestHandler(t *testing.T) {
 		wantEvents    []string
 		wantAudit     map[string]string
 		wantNoReads   bool
+		wantWarnings  []string
 		wantDecisions map[string]float64 // result/path -> count
 	}{
 		"the tutorial's cutover to an unready green is denied with one line per finding and an Event": {
@@ -205,6 +207,36 @@ func TestHandler(t *testing.T) {
 			wantAllowed: true, wantCode: http.StatusOK,
 			wantAudit:     map[string]string{"decision": "allowed_with_warnings", "targets": "service production/app-blue:80", "findings": "database/DatabaseNotChecked"},
 			wantDecisions: map[string]float64{"allowed_with_warnings/checked": 1},
+		},
+		"a canary from 99/1 to 0/100 to an unready green is denied, though green was live": {
+			path: PathHTTPRoute, file: "canary-1-to-100.json",
+			wantCode: http.StatusForbidden, wantMessage: deniedGreen,
+			wantEvents: []string{"Warning CutoverDenied " + deniedGreen},
+			wantAudit: map[string]string{"decision": "denied", "targets": "service production/app-green:80",
+				"findings": "deployment/NotReady,endpoints/NoReadyEndpoints,database/DatabaseNotChecked"},
+		},
+		"moving a route to an unready green from the staging gateway to production is denied": {
+			path: PathHTTPRoute, file: "reparent-to-public.json",
+			wantCode: http.StatusForbidden, wantMessage: deniedGreen,
+			wantEvents: []string{"Warning CutoverDenied " + deniedGreen},
+			wantAudit: map[string]string{"decision": "denied", "targets": "service production/app-green:80",
+				"findings": "deployment/NotReady,endpoints/NoReadyEndpoints,database/DatabaseNotChecked"},
+		},
+		"a new mirror to an unready green is allowed with warnings, no Event": {
+			path: PathHTTPRoute, file: "mirror-to-green.json",
+			wantAllowed: true, wantCode: http.StatusOK,
+			wantWarnings: []string{
+				"service production/app-green: mirror only, not denied: deployment app-green is not ready (0/2 ready, 2 pending); wait...",
+				"service production/app-green: mirror only, not denied: service app-green has no ready endpoints on port 80 (0 of 1 re...",
+				"service production/app-green: mirror only, not denied: database not checked (the guard runs with --skip-database-check)",
+			},
+			wantAudit: map[string]string{"decision": "allowed_with_warnings", "targets": "mirror service production/app-green:80",
+				"findings": "deployment/NotReady,endpoints/NoReadyEndpoints,database/DatabaseNotChecked"},
+			wantDecisions: map[string]float64{"allowed_with_warnings/checked": 1},
+		},
+		"a create is allowed without a look when creates are not checked": {
+			path: PathHTTPRoute, file: "create-to-green.json",
+			wantAllowed: true, wantCode: http.StatusOK, wantNoReads: true,
 		},
 		"a label-only update is allowed without reading anything": {
 			path: PathHTTPRoute, file: "labels-only.json",
@@ -263,6 +295,11 @@ func TestHandler(t *testing.T) {
 			if tc.wantNoReads && h.reads.Load() != 0 {
 				t.Errorf("%d reads from the API server, want none", h.reads.Load())
 			}
+			if tc.wantWarnings != nil {
+				if diff := cmp.Diff(tc.wantWarnings, resp.Warnings); diff != "" {
+					t.Errorf("warnings (-want +got):\n%s", diff)
+				}
+			}
 			for key, want := range tc.wantDecisions {
 				result, path, _ := strings.Cut(key, "/")
 				if got := testutil.ToFloat64(h.metrics.decisions.WithLabelValues(KindHTTPRoute, result, path)); got != want {
@@ -270,6 +307,48 @@ func TestHandler(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// With creates checked (the guard's default), a new route to an unready
+// green is denied with a line saying to retry once green is Ready, and one
+// to a ready blue is allowed.
+func TestHandlerChecksCreates(t *testing.T) {
+	checkCreates := harnessConfig{options: func(o *Options) { o.CheckCreate = DefaultCheckCreate }}
+	t.Run("a route to an unready green", func(t *testing.T) {
+		h := startHarness(t, tutorialObjects(), checkCreates)
+		resp := h.post(t, PathHTTPRoute, "create-to-green.json")
+		want := deniedGreen + "\nthe route is new: retry once app-green is Ready: GitOps tools retry a failed apply"
+		if resp.Allowed || resp.Result == nil || resp.Result.Code != http.StatusForbidden || resp.Result.Message != want {
+			t.Fatalf("allowed %v, result %+v; want a 403 saying:\n%s", resp.Allowed, resp.Result, want)
+		}
+		if diff := cmp.Diff([]string{"Warning CutoverDenied " + want}, h.events()); diff != "" {
+			t.Errorf("events (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("a route to a ready green", func(t *testing.T) {
+		h := startHarness(t, tutorialNamespace(true), checkCreates)
+		resp := h.post(t, PathHTTPRoute, "create-to-green.json")
+		if !resp.Allowed {
+			t.Fatalf("denied: %+v", resp.Result)
+		}
+		if got := resp.AuditAnnotations["targets"]; got != "service production/app-green:80" {
+			t.Errorf("audit targets %q, want green's", got)
+		}
+	})
+}
+
+func TestRetryOnCreate(t *testing.T) {
+	deny := func(ns, name string) checks.Finding {
+		return checks.Finding{Severity: checks.Deny, Service: types.NamespacedName{Namespace: ns, Name: name}}
+	}
+	got := retryOnCreate("production", []checks.Finding{
+		deny("production", "app-green"), deny("production", "app-green"), deny("shared", "auth"),
+		{Severity: checks.Warn, Service: types.NamespacedName{Namespace: "production", Name: "app-blue"}},
+	})
+	want := "the route is new: retry once app-green, shared/auth are Ready: GitOps tools retry a failed apply"
+	if got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
 	}
 }
 

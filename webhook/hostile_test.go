@@ -309,11 +309,15 @@ func newIndexedHarness(t *testing.T, objs ...client.Object) *harness {
 
 // wideRoute is an HTTPRoute in ns with rules x perRule backendRefs, the j-th
 // of rule i named by backend(i*perRule+j) with weight weightOf(i*perRule+j).
+// Rule i matches path prefix /r<i>, so that each rule serves requests (of
+// rules with the same match only the first would).
 func wideRoute(ns string, rules, perRule int, backend func(int) string, weightOf func(int) int32) *gwv1.HTTPRoute {
 	r := &gwv1.HTTPRoute{TypeMeta: metav1.TypeMeta{APIVersion: gwv1.GroupVersion.String(), Kind: KindHTTPRoute},
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "wide"}}
 	for i := range rules {
-		var rule gwv1.HTTPRouteRule
+		rule := gwv1.HTTPRouteRule{Matches: []gwv1.HTTPRouteMatch{{Path: &gwv1.HTTPPathMatch{
+			Type: ptr.To(gwv1.PathMatchPathPrefix), Value: ptr.To(fmt.Sprintf("/r%d", i)),
+		}}}}
 		for j := range perRule {
 			k := i*perRule + j
 			rule.BackendRefs = append(rule.BackendRefs, gwv1.HTTPBackendRef{BackendRef: gwv1.BackendRef{

@@ -41,7 +41,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cutover_guard_decisions_total",
-			Help: "Admission decisions on route writes and Service selector switches, by kind, result and path (fast: no backend newly receives traffic; checked: targets were checked).",
+			Help: "Admission decisions on route writes and Service selector switches, by kind, result and path (fast: no backend's share of traffic grows; checked: targets were checked).",
 		}, []string{"kind", "result", "path"}),
 		decisionTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "cutover_guard_decision_duration_seconds",

@@ -41,7 +41,7 @@ func (p publisher) publish(ctx context.Context, d Decision) {
 func logDecision(ctx context.Context, d Decision) {
 	log := logf.FromContext(ctx)
 	if d.Path == pathFast {
-		log.V(1).Info("no backend newly receives traffic; allowed")
+		log.V(1).Info("no backend's share of traffic grows; allowed")
 		return
 	}
 	log = log.WithValues("targets", d.targetNames())

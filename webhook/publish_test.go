@@ -85,7 +85,7 @@ func TestPublishedOutputsAgree(t *testing.T) {
 	}{
 		"a label-only update is allowed on the fast path": {
 			guard: guard, old: tutorialRoute("app-blue", nil, nil), new: tutorialRoute("app-blue", nil, map[string]string{"team": "payments"}),
-			wantResult: ResultAllowed, wantPath: pathFast, wantMsg: "no backend newly receives traffic; allowed",
+			wantResult: ResultAllowed, wantPath: pathFast, wantMsg: "no backend's share of traffic grows; allowed",
 		},
 		"a switch the checks find nothing about is allowed": {
 			guard: noFindings, old: tutorialRoute("app-blue", nil, nil), new: tutorialRoute("app-green", nil, nil),

@@ -20,10 +20,10 @@ const PathService = "/validate-service"
 // selected pods are checked like a route's new backend. Any other update
 // (labels, annotations, ports, a create) has none. An ExternalName Service
 // uses no selector; Reference warns about it.
-func ServiceTargets(old, updated *corev1.Service) ([]checks.Target, []string) {
+func ServiceTargets(old, updated *corev1.Service) TargetSet {
 	if old == nil || updated == nil || maps.Equal(old.Spec.Selector, updated.Spec.Selector) {
-		return nil, nil
+		return TargetSet{}
 	}
 	nn := types.NamespacedName{Namespace: updated.Namespace, Name: updated.Name}
-	return []checks.Target{{Route: nn, RouteKind: KindService, Service: nn, Proposed: updated.DeepCopy()}}, nil
+	return TargetSet{Checked: []checks.Target{{Route: nn, RouteKind: KindService, Service: nn, Proposed: updated.DeepCopy()}}}
 }

@@ -198,7 +198,7 @@ func TestServiceTargets(t *testing.T) {
 		"a create (no old object) is none": {nil, green, false},
 	} {
 		t.Run(name, func(t *testing.T) {
-			targets, _ := ServiceTargets(tc.old, tc.updated)
+			targets := ServiceTargets(tc.old, tc.updated).Checked
 			if (len(targets) == 1) != tc.want || len(targets) > 1 {
 				t.Fatalf("targets %v, want a target: %v", targets, tc.want)
 			}

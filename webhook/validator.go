@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -40,10 +42,13 @@ type Validator[T client.Object] struct {
 	Reduce func(T) *Route
 	// TargetsOf, when set, finds the targets of a write instead of
 	// Targets over Reduce.
-	TargetsOf func(oldObj, obj T) ([]checks.Target, []string)
+	TargetsOf func(oldObj, obj T) TargetSet
 	Guard     Evaluator
-	// CheckCreate checks routes on create too (off by default, so a GitOps
-	// sync that creates the workload and the route together cannot deadlock).
+	// CheckCreate checks routes on create too, every backend with a share
+	// of traffic being a target (the guard's default, DefaultCheckCreate).
+	// A denied create says to retry once the backends are Ready: a GitOps
+	// sync that applies the workload and the route together is delayed
+	// until the workload is Ready, since it retries a failed apply.
 	CheckCreate bool
 	Recorder    events.EventRecorder
 	Metrics     *Metrics
@@ -55,6 +60,9 @@ type Validator[T client.Object] struct {
 	// finding in full. Events are redacted either way.
 	Access AccessReviewer
 }
+
+// DefaultCheckCreate is the default of --check-create: creates are checked.
+const DefaultCheckCreate = true
 
 // ValidateCreate checks a new route only when CheckCreate is set.
 func (v *Validator[T]) ValidateCreate(ctx context.Context, obj T) (admission.Warnings, error) {
@@ -94,17 +102,19 @@ func (v *Validator[T]) publisher() publisher {
 // and what the checks find about them, the override it asks for, and the
 // verdict. It records nothing.
 func (v *Validator[T]) judge(ctx context.Context, oldObj, obj T) Decision {
-	var targets []checks.Target
-	var warnings []string
+	var none T
+	created := any(oldObj) == any(none)
+	var set TargetSet
 	if v.TargetsOf != nil {
-		targets, warnings = v.TargetsOf(oldObj, obj)
+		set = v.TargetsOf(oldObj, obj)
 	} else {
-		targets, warnings = Targets(v.Reduce(oldObj), v.Reduce(obj))
+		set = Targets(v.Reduce(oldObj), v.Reduce(obj))
 	}
-	if len(targets) == 0 {
+	warnings := set.Warnings
+	if len(set.Checked) == 0 && len(set.Mirrors) == 0 {
 		return allowedFast(v.Kind, obj, warnings)
 	}
-	d := Decision{Kind: v.Kind, Route: obj, Path: pathChecked, Targets: targets, DryRun: isDryRun(ctx),
+	d := Decision{Kind: v.Kind, Route: obj, Path: pathChecked, Targets: set.Checked, Mirrors: set.Mirrors, DryRun: isDryRun(ctx),
 		Override: overrideOf(ctx, oldObj, obj, v.OverrideGroups)}
 
 	route := strings.ToLower(v.Kind) + " " + obj.GetNamespace() + "/" + obj.GetName()
@@ -114,11 +124,17 @@ func (v *Validator[T]) judge(ctx context.Context, oldObj, obj T) Decision {
 		return d
 	}
 
-	res, err := v.Guard.Evaluate(ctx, targets)
+	res, err := v.Guard.Evaluate(ctx, append(slices.Clone(set.Checked), set.Mirrors...))
+	if err != nil && len(set.Checked) == 0 {
+		// Only mirrors, which never deny: a failure to check them cannot either.
+		d.Result, d.Warnings = ResultWarned, append(warnings, truncate("request mirror targets not checked: "+err.Error(), maxWarning))
+		return d
+	}
 	if err != nil {
 		d.Result, d.Err, d.Warnings = ResultError, err, warnings
 		return d
 	}
+	downgradeMirrors(res.Findings, set.Mirrors)
 	d.Checks = res
 	// The verdict is settled by the findings alone; how much of them the
 	// requester reads is settled after, and cannot change it.
@@ -133,6 +149,9 @@ func (v *Validator[T]) judge(ctx context.Context, oldObj, obj T) Decision {
 		warnings = append(warnings, truncate(text.Shown[i], maxWarning))
 	}
 	denied := len(d.Denials) > 0
+	if denied && created {
+		d.Denials = append(d.Denials, retryOnCreate(obj.GetNamespace(), res.Findings))
+	}
 	d.OverrideOutcome = d.Override.outcome(denied)
 	d.Warnings = append(d.Override.warnings(d.Denials), warnings...)
 	switch {
@@ -146,6 +165,54 @@ func (v *Validator[T]) judge(ctx context.Context, oldObj, obj T) Decision {
 		d.Result = ResultAllowed
 	}
 	return d
+}
+
+// mirrorNote starts the message of every finding about a mirror target.
+const mirrorNote = "mirror only, not denied: "
+
+// downgradeMirrors turns every finding about a mirror target into a
+// warning: a mirrored request's response is dropped, so a mirror that
+// cannot serve fails no client. Targets puts no Service both among the
+// checked targets and the mirrors, so a finding's Service tells them apart.
+func downgradeMirrors(findings []checks.Finding, mirrors []checks.Target) {
+	if len(mirrors) == 0 {
+		return
+	}
+	mirrored := make(map[types.NamespacedName]bool, len(mirrors))
+	for _, m := range mirrors {
+		mirrored[m.Service] = true
+	}
+	for i := range findings {
+		if mirrored[findings[i].Service] {
+			findings[i].Severity = checks.Warn
+			findings[i].Message = mirrorNote + findings[i].Message
+		}
+	}
+}
+
+// retryOnCreate is the last line of a denied create: it names the Services
+// found unfit and says the create will pass once they are Ready, so that a
+// GitOps tool, which applies the workload and the route together and
+// retries a failed apply, is delayed, not deadlocked.
+func retryOnCreate(namespace string, findings []checks.Finding) string {
+	var names []string
+	seen := map[types.NamespacedName]bool{}
+	for _, f := range findings {
+		if f.Severity != checks.Deny || seen[f.Service] {
+			continue
+		}
+		seen[f.Service] = true
+		name := f.Service.Name
+		if f.Service.Namespace != namespace {
+			name = f.Service.String()
+		}
+		names = append(names, name)
+	}
+	verb := "is"
+	if len(names) > 1 {
+		verb = "are"
+	}
+	return fmt.Sprintf("the route is new: retry once %s %s Ready: GitOps tools retry a failed apply", strings.Join(names, ", "), verb)
 }
 
 func isDryRun(ctx context.Context) bool {

@@ -97,7 +97,7 @@ func parseFlags(name string, args []string) (Config, error) {
 	ports := fs.String("database-ports", probe.FormatPorts(probe.DefaultDatabasePorts), "comma-separated ports and ranges (20000-20100) a database probe may connect to; a connection string naming another port is denied without a connection")
 	fs.DurationVar(&cfg.DBCacheTTL, "db-cache-ttl", probe.DefaultCacheTTL, "how long a failed database probe is remembered for the same connection string, as backoff (a pass is reused for at most 1s); 0 probes on every switch")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", defaultRequestTimeout, "decision deadline when the API server sends no timeout parameter")
-	fs.BoolVar(&cfg.CheckCreate, "check-create", false, "also check routes when they are created (off: a GitOps sync creating workload and route together must not deadlock)")
+	fs.BoolVar(&cfg.CheckCreate, "check-create", webhook.DefaultCheckCreate, "check routes when they are created, every backend with a share of traffic a target (a denied create says to retry once the backends are Ready; GitOps tools retry); false allows every create unchecked")
 	env := fs.String("database-url-env", checks.DefaultDatabaseURLEnv, "comma-separated env var names that hold the database connection string in the target's pod template")
 	fs.IntVar(&cfg.MaxDatabaseURLsPerTarget, "max-database-urls-per-target", checks.DefaultMaxDatabaseURLsPerTarget, "distinct connection strings probed for one target; a target naming more is denied")
 	fs.IntVar(&cfg.MaxDatabaseURLsPerRequest, "max-database-urls-per-request", checks.DefaultMaxDatabaseURLsPerRequest, "distinct connection strings probed for one update across its targets; the targets past it are denied")

@@ -24,7 +24,7 @@ func TestParseFlags(t *testing.T) {
 	}{
 		"defaults match the documented interface": {
 			check: func(t *testing.T, c Config) {
-				if c.Port != 9443 || c.MetricsAddr != ":8080" || c.HealthAddr != ":8081" || c.DBTimeout != 2*time.Second || c.CheckCreate {
+				if c.Port != 9443 || c.MetricsAddr != ":8080" || c.HealthAddr != ":8081" || c.DBTimeout != 2*time.Second || !c.CheckCreate {
 					t.Errorf("unexpected defaults: %+v", c)
 				}
 				if diff := cmp.Diff([]string{"DATABASE_URL"}, c.DatabaseURLEnv); diff != "" {
@@ -151,6 +151,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		ServiceName, WebhookName string
 		RedactUnreadable         bool
 		UnknownWorkloads         checks.UnknownWorkloads
+		CheckCreate              bool
 	}
 	want := defaults{
 		Port: crwebhook.DefaultPort, MetricsAddr: metricsserver.DefaultBindAddress,
@@ -164,6 +165,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		ServiceName: certs.DefaultServiceName, WebhookName: certs.DefaultWebhookConfigName,
 		RedactUnreadable: webhook.DefaultRedactUnreadable,
 		UnknownWorkloads: checks.DefaultUnknownWorkloads,
+		CheckCreate:      webhook.DefaultCheckCreate,
 	}
 	got := defaults{
 		Port: c.Port, MetricsAddr: c.MetricsAddr,
@@ -177,6 +179,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		ServiceName: c.Certs.ServiceName, WebhookName: c.Certs.WebhookConfigName,
 		RedactUnreadable: c.RedactUnreadable,
 		UnknownWorkloads: c.UnknownWorkloads,
+		CheckCreate:      c.CheckCreate,
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("flag defaults (-package defaults +flags):\n%s", diff)

@@ -33,10 +33,10 @@ func TestLoggerKeepsEveryLine(t *testing.T) {
 			log := newLogger(cfg.Zap)
 			for range 300 {
 				log.Info("cutover allowed", "targets", []string{"service production/app-green:80"})
-				log.V(1).Info("no backend newly receives traffic; allowed")
+				log.V(1).Info("no backend's share of traffic grows; allowed")
 			}
 			info := strings.Count(buf.String(), `"msg":"cutover allowed"`)
-			debug := strings.Count(buf.String(), `"msg":"no backend newly receives traffic; allowed"`)
+			debug := strings.Count(buf.String(), `"msg":"no backend's share of traffic grows; allowed"`)
 			if info != tc.wantInfo || debug != tc.wantDebug {
 				t.Errorf("logged %d info and %d debug lines, want %d and %d", info, debug, tc.wantInfo, tc.wantDebug)
 			}

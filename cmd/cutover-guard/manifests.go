@@ -39,15 +39,17 @@ package main
 //
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 //
-// Route updates only (never create unless --check-create, never the status
-// subresource: it is not listed), and only when spec.rules changed: the
-// matchCondition keeps label, annotation and parentRef edits away from the
-// guard altogether. Service updates likewise, only when spec.selector
-// changed (a selector switch; never the status subresource). Objects in
-// kube-system and the guard's own namespace are never checked, so the guard
-// cannot block the cluster from repairing itself.
+// Route creates and updates (never the status subresource: it is not
+// listed); an update only when its spec changed (rules, parentRefs,
+// hostnames: each can move traffic), so the matchCondition keeps label-,
+// annotation- and status-only edits away from the guard altogether. With
+// --check-create=false the guard allows creates without a look. Service
+// updates only when spec.selector changed (a selector switch; never the
+// status subresource). Objects in kube-system and the guard's own namespace
+// are never checked, so the guard cannot block the cluster from repairing
+// itself.
 //
 // +kubebuilder:webhookconfiguration:mutating=false,name=cutover-guard
-// +kubebuilder:webhook:path=/validate-httproute,mutating=false,failurePolicy=fail,sideEffects=NoneOnDryRun,timeoutSeconds=5,matchPolicy=Equivalent,groups=gateway.networking.k8s.io,resources=httproutes,verbs=update,versions=v1,name=httproute.cutover-guard.dev,admissionReviewVersions=v1,serviceName=cutover-guard,serviceNamespace=cutover-guard,servicePort=443,patch=`{"namespaceSelector":{"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system","cutover-guard"]}]},"matchConditions":[{"name":"spec-rules-changed","expression":"oldObject == null || !has(object.spec) || !has(oldObject.spec) || has(object.spec.rules) != has(oldObject.spec.rules) || (has(object.spec.rules) && object.spec.rules != oldObject.spec.rules)"}]}`
+// +kubebuilder:webhook:path=/validate-httproute,mutating=false,failurePolicy=fail,sideEffects=NoneOnDryRun,timeoutSeconds=5,matchPolicy=Equivalent,groups=gateway.networking.k8s.io,resources=httproutes,verbs=create;update,versions=v1,name=httproute.cutover-guard.dev,admissionReviewVersions=v1,serviceName=cutover-guard,serviceNamespace=cutover-guard,servicePort=443,patch=`{"namespaceSelector":{"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system","cutover-guard"]}]},"matchConditions":[{"name":"spec-changed","expression":"oldObject == null || !has(object.spec) || !has(oldObject.spec) || object.spec != oldObject.spec"}]}`
 // +kubebuilder:webhook:path=/validate-service,mutating=false,failurePolicy=fail,sideEffects=NoneOnDryRun,timeoutSeconds=5,matchPolicy=Equivalent,groups="",resources=services,verbs=update,versions=v1,name=service.cutover-guard.dev,admissionReviewVersions=v1,serviceName=cutover-guard,serviceNamespace=cutover-guard,servicePort=443,patch=`{"namespaceSelector":{"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system","cutover-guard"]}]},"matchConditions":[{"name":"spec-selector-changed","expression":"oldObject == null || !has(object.spec) || !has(oldObject.spec) || has(object.spec.selector) != has(oldObject.spec.selector) || (has(object.spec.selector) && object.spec.selector != oldObject.spec.selector)"}]}`
-// +kubebuilder:webhook:path=/validate-grpcroute,mutating=false,failurePolicy=fail,sideEffects=NoneOnDryRun,timeoutSeconds=5,matchPolicy=Equivalent,groups=gateway.networking.k8s.io,resources=grpcroutes,verbs=update,versions=v1,name=grpcroute.cutover-guard.dev,admissionReviewVersions=v1,serviceName=cutover-guard,serviceNamespace=cutover-guard,servicePort=443,patch=`{"namespaceSelector":{"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system","cutover-guard"]}]},"matchConditions":[{"name":"spec-rules-changed","expression":"oldObject == null || !has(object.spec) || !has(oldObject.spec) || has(object.spec.rules) != has(oldObject.spec.rules) || (has(object.spec.rules) && object.spec.rules != oldObject.spec.rules)"}]}`
+// +kubebuilder:webhook:path=/validate-grpcroute,mutating=false,failurePolicy=fail,sideEffects=NoneOnDryRun,timeoutSeconds=5,matchPolicy=Equivalent,groups=gateway.networking.k8s.io,resources=grpcroutes,verbs=create;update,versions=v1,name=grpcroute.cutover-guard.dev,admissionReviewVersions=v1,serviceName=cutover-guard,serviceNamespace=cutover-guard,servicePort=443,patch=`{"namespaceSelector":{"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system","cutover-guard"]}]},"matchConditions":[{"name":"spec-changed","expression":"oldObject == null || !has(object.spec) || !has(oldObject.spec) || object.spec != oldObject.spec"}]}`

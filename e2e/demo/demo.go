@@ -211,8 +211,10 @@ func (d *demo) steps() []step {
 			command: "kubectl apply -f app-green.yaml", expect: expectOK},
 		{name: "Services", title: "Create the Services", command: "kubectl apply -f services.yaml", expect: expectOK},
 		{name: "Gateway", title: "Create the Gateway (no controller here; nothing needs its address)", command: "kubectl apply -f gateway.yaml", expect: expectOK},
-		{name: "HTTPRoute to blue", title: "Create the HTTPRoute: all traffic to blue", command: "kubectl apply -f httproute.yaml", expect: expectOK},
+		// The guard checks creates too: the route to blue goes in once blue
+		// serves (a GitOps tool would retry it until then).
 		{name: "wait for blue", title: "Wait for blue", command: fmt.Sprintf(rolloutFmt, tutorial.Blue), expect: expectOK, then: waitServing(tutorial.Blue)},
+		{name: "HTTPRoute to blue", title: "Create the HTTPRoute: all traffic to blue (checked like a switch)", command: "kubectl apply -f httproute.yaml", expect: expectOK},
 		{name: "green is 0/2", title: "Check both Deployments: green is 0/2", command: "kubectl get deployments -n production -l app=myapp", expect: expectOK, then: waitPending},
 		{name: "where does traffic go?", title: "Where does traffic go? (the tutorial's check)", command: tutorial.BackendCommand, expect: tutorial.Blue},
 

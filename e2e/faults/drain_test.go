@@ -57,7 +57,7 @@ func TestSIGTERMDrainsInFlightDecision(t *testing.T) {
 
 	refusedInFlight := waitRefused(t, e.guard.Port, verdict)
 	// With one replica, writes that reach the guard while it drains fail
-	// as they do while it is down: a path edit changes spec.rules, so the
+	// as they do while it is down: a path edit changes the spec, so the
 	// installed matchConditions send it, and moves no traffic.
 	edit := &gwv1.HTTPRoute{}
 	edit.Namespace, edit.Name = tutorial.Namespace, tutorial.Route

@@ -125,7 +125,7 @@ func TestKillDuringSwitchStorm(t *testing.T) {
 
 // labelWhileDown tries a label-only update while the guard is down: the
 // installed registration's matchConditions (only updates that change
-// spec.rules reach the guard) let it through, and a switch still fails
+// the spec reach the guard) let it through, and a switch still fails
 // closed.
 func labelWhileDown(t *testing.T, e *env, atDeath routeState, webhookDown []string) {
 	t.Helper()

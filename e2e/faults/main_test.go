@@ -84,12 +84,14 @@ func (e *env) kubectl() *tutorial.Kubectl {
 	}
 }
 
-// reset makes blue and green both serve 2 ready replicas, sets the
-// Secret's connection string to dsn, and creates the route afresh to blue.
+// reset makes blue and green both serve 2 ready replicas, creates the
+// route afresh to blue, and sets the Secret's connection string to dsn.
+// The route is created while the Secret still reaches the local database:
+// the guard checks creates, and blue reads the Secret too.
 func (e *env) reset(t *testing.T, dsn string) {
 	t.Helper()
 	ctx := t.Context()
-	if err := tutorial.SetSecret(ctx, e.kube, tutorial.Namespace, dsn); err != nil {
+	if err := tutorial.SetSecret(ctx, e.kube, tutorial.Namespace, postgresDSN); err != nil {
 		t.Fatal(err)
 	}
 	errs := make(chan error, 2)
@@ -102,6 +104,9 @@ func (e *env) reset(t *testing.T, dsn string) {
 		}
 	}
 	if err := tutorial.Recreate(ctx, e.kube, e.manifests.Route.DeepCopy()); err != nil {
+		t.Fatal(err)
+	}
+	if err := tutorial.SetSecret(ctx, e.kube, tutorial.Namespace, dsn); err != nil {
 		t.Fatal(err)
 	}
 }

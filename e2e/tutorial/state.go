@@ -60,8 +60,9 @@ func CreateOrReplace(ctx context.Context, c client.Client, obj client.Object) er
 
 // Recreate deletes obj if it exists, waits until it is gone, and creates it
 // afresh. A route created this way has a new resourceVersion and carries
-// traffic to the backends obj names, without passing the guard (which checks
-// updates only).
+// traffic to the backends obj names; the guard checks creates, so those
+// backends must be able to serve (or the guard be registered without
+// CREATE, or run with --check-create=false).
 func Recreate(ctx context.Context, c client.Client, obj client.Object) error {
 	if err := deleteAndWait(ctx, c, obj, nil); err != nil {
 		return err

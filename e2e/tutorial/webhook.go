@@ -52,8 +52,8 @@ func (g *Guard) WebhookConfiguration() (*admissionregistrationv1.ValidatingWebho
 
 // Register creates (or replaces) the guard's webhook configuration and
 // returns once the API server enforces it: a probe update of an HTTPRoute
-// and of a GRPCRoute, each switching to a Service that does not exist, is
-// denied by the guard.
+// and of a GRPCRoute, each switching traffic to a Service that does not
+// exist, is denied by the guard.
 func Register(ctx context.Context, c client.Client, g *Guard, timeout time.Duration) error {
 	want, err := g.WebhookConfiguration()
 	if err != nil {
@@ -93,11 +93,13 @@ func WaitEffective(ctx context.Context, c client.Client, timeout time.Duration) 
 				last = err
 				return false, nil
 			}
+			// The probe's backendRef, at weight 0, switched to a Service
+			// that does not exist, at the default weight 1.
 			switch r := probe.obj.(type) {
 			case *gwv1.HTTPRoute:
-				r.Spec.Rules[0].BackendRefs[0].Name = "probe-switched"
+				r.Spec.Rules[0].BackendRefs[0].Name, r.Spec.Rules[0].BackendRefs[0].Weight = "probe-switched", nil
 			case *gwv1.GRPCRoute:
-				r.Spec.Rules[0].BackendRefs[0].Name = "probe-switched"
+				r.Spec.Rules[0].BackendRefs[0].Name, r.Spec.Rules[0].BackendRefs[0].Weight = "probe-switched", nil
 			}
 			err := c.Update(ctx, probe.obj, client.DryRunAll)
 			if err == nil {
@@ -118,12 +120,15 @@ func WaitEffective(ctx context.Context, c client.Client, timeout time.Duration) 
 	return nil
 }
 
+// createProbes creates the probe routes unless they exist, each with one
+// backendRef at weight 0: no backend has a share of traffic, so the guard,
+// which checks creates, allows them whether or not it is in effect yet.
 func createProbes(ctx context.Context, c client.Client) error {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ProbeNamespace}}
 	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
-	ref := gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{Name: "probe", Port: ptr.To[gwv1.PortNumber](80)}}
+	ref := gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{Name: "probe", Port: ptr.To[gwv1.PortNumber](80)}, Weight: ptr.To[int32](0)}
 	parent := []gwv1.ParentReference{{Name: "probe"}}
 	objs := []client.Object{
 		&gwv1.HTTPRoute{
