@@ -150,7 +150,10 @@ func (v *Validator[T]) judge(ctx context.Context, oldObj, obj T) Decision {
 	}
 	denied := len(d.Denials) > 0
 	if denied && created {
-		d.Denials = append(d.Denials, retryOnCreate(obj.GetNamespace(), res.Findings))
+		// Names only the route's own Services: no redaction needed.
+		retry := retryOnCreate(obj.GetNamespace(), res.Findings)
+		d.Denials = append(d.Denials, retry)
+		d.PublicDenials = append(d.PublicDenials, retry)
 	}
 	d.OverrideOutcome = d.Override.outcome(denied)
 	d.Warnings = append(d.Override.warnings(d.Denials), warnings...)
