@@ -31,7 +31,7 @@ const (
 )
 
 // kinds in the order the report lists them.
-var kinds = []string{kindSwitchGreen, kindSwitchBlue, kindLabel, kindAnnotation, kindWeight, kindRead}
+var kinds = []string{kindSwitchGreen, kindSwitchBlue, kindLabel, kindAnnotation, kindWeight, kindRead, kindHostileFlood, kindHostileBomb, kindHostileBusy}
 
 // What a client saw.
 type outcome string
