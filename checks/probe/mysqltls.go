@@ -139,7 +139,8 @@ func (s *mysqlSplice) upgrade() {
 			s.mu.Unlock()
 			return
 		}
-		inner := tls.Server(relayEnd, func() *tls.Config { c, _ := spliceTLS(); return c }())
+		serverSide, _ := spliceTLS()
+		inner := tls.Server(relayEnd, serverSide)
 		if err := inner.HandshakeContext(s.ctx); err != nil {
 			return
 		}
