@@ -27,8 +27,7 @@ func discoverDSNs(ctx context.Context, r client.Reader, svc types.NamespacedName
 	if len(envNames) == 0 {
 		envNames = []string{DefaultDatabaseURLEnv}
 	}
-	res := &envResolver{ctx: ctx, r: r, svc: svc, objects: map[objectKey]fetched{}, reported: map[string]bool{},
-		containers: map[*corev1.Container]*containerEnv{}}
+	res := newEnvResolver(ctx, r, svc, workloads, envNames)
 	var uses []dsnUse
 	seen := map[string]bool{}
 	var looked []string
@@ -82,6 +81,11 @@ func discoverDSNs(ctx context.Context, r client.Reader, svc types.NamespacedName
 				if !v.ok || seen[v.v] {
 					continue
 				}
+				if len(v.v) > maxDSNLen {
+					seen[v.v] = true
+					res.add(dsnTooLong(svc, dep, c, n, v.src))
+					continue
+				}
 				seen[v.v] = true
 				uses = append(uses, dsnUse{value: v.v, src: v.src})
 			}
@@ -101,6 +105,45 @@ func discoverDSNs(ctx context.Context, r client.Reader, svc types.NamespacedName
 		})
 	}
 	return uses, res.findings, nil
+}
+
+// newEnvResolver is the resolver of the connection strings of workloads,
+// named by envNames or their annotations, of Service svc.
+func newEnvResolver(ctx context.Context, r client.Reader, svc types.NamespacedName, workloads []Workload, envNames []string) *envResolver {
+	return &envResolver{ctx: ctx, r: r, svc: svc, objects: map[objectKey]fetched{}, reported: map[string]bool{},
+		containers: map[*corev1.Container]*containerEnv{}, wanted: wantedKeys(workloads, lookedUpNames(workloads, envNames))}
+}
+
+// maxDSNLen bounds a connection string, in bytes. A real one (user,
+// password, host, port, database, a few parameters) takes a few hundred;
+// a longer one is denied before it is parsed.
+const maxDSNLen = 4 << 10
+
+// ReasonDatabaseURLTooLong marks a connection string longer than maxDSNLen.
+const ReasonDatabaseURLTooLong Reason = "DatabaseURLTooLong"
+
+// dsnTooLong is the denial of env name of container c, whose connection
+// string (from src) is longer than maxDSNLen.
+func dsnTooLong(svc types.NamespacedName, w *Workload, c *corev1.Container, name string, src dsnSource) Finding {
+	return Finding{
+		Check: CheckDatabase, Severity: Deny, Service: svc, Object: src.object(), Reason: ReasonDatabaseURLTooLong,
+		Message: fmt.Sprintf("the connection string in env %s of container %s in %s (%s) is longer than %d bytes; the guard does not parse it",
+			probe.Printable(name), c.Name, w.Ref(), src, maxDSNLen),
+		Fix: fmt.Sprintf("put only the connection string in %s: a real one takes a few hundred bytes", src.base()),
+	}
+}
+
+// lookedUpNames is every env name discoverDSNs may look up for
+// workloads: envNames, and those each one's annotation names.
+func lookedUpNames(workloads []Workload, envNames []string) []string {
+	names := slices.Clone(envNames)
+	for i := range workloads {
+		if a, ok := workloads[i].Object.GetAnnotations()[AnnotationDatabaseURLEnv]; ok {
+			more, _ := splitNames(a, maxAnnotationEnvNames)
+			names = append(names, more...)
+		}
+	}
+	return names
 }
 
 // maxAnnotationEnvNames bounds the env var names read from

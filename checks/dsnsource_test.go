@@ -3,6 +3,9 @@ package checks
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -336,5 +339,86 @@ func TestExpandEnv(t *testing.T) {
 				t.Errorf("expandEnv(%q) = %q, %v; want %q, true", tc.in, got, fits, tc.want)
 			}
 		})
+	}
+}
+
+// A tenant's Secret and ConfigMap of hundreds of keys, each near the
+// object's 1 MiB in all: the decision keeps only the keys its lookups use,
+// every other one dropped right after the GET.
+func TestDiscoverDSNsKeepsOnlyKeysUsed(t *testing.T) {
+	filler := func(prefix string) map[string]string {
+		m := map[string]string{}
+		for i := range 200 {
+			m[fmt.Sprintf("%sjunk-%03d", prefix, i)] = strings.Repeat("x", 4<<10)
+		}
+		return m
+	}
+	sData := filler("")
+	sData["password"] = "pw"
+	sData["DATABASE_URL"] = "unused: the env entry below sets DATABASE_URL"
+	cmData := filler("")
+	cmData["REPLICA_URL"] = "postgres://app:$(DB_PASSWORD)@replica/app"
+	cmData["DB_HOST"] = "db"
+	dep := deployment("app-green", map[string]string{AnnotationDatabaseURLEnv: "DATABASE_URL,REPLICA_URL"}, container("app",
+		[]corev1.EnvVar{fromSecret("DB_PASSWORD", "db", "password", false), literal("DATABASE_URL", "postgres://app:$(DB_PASSWORD)@$(DB_HOST)/app")},
+		corev1.EnvFromSource{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "settings"}}},
+		corev1.EnvFromSource{Prefix: "S_", SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "db"}}},
+	))
+	r := fake.NewClientBuilder().WithObjects(secret("db", sData), configMap("settings", cmData)).Build()
+	ws := []Workload{deploymentWorkload(&dep)}
+	res := newEnvResolver(t.Context(), r, production, ws, nil)
+	var got []string
+	for _, n := range []string{"DATABASE_URL", "REPLICA_URL"} {
+		if v := res.value(&ws[0], &ws[0].Template.Spec.Containers[0], n); v.ok {
+			got = append(got, v.v)
+		}
+	}
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	if diff := cmp.Diff([]string{"postgres://app:pw@db/app", "postgres://app:$(DB_PASSWORD)@replica/app"}, got); diff != "" {
+		t.Errorf("connection strings (-want +got):\n%s", diff)
+	}
+	kept := map[string][]string{}
+	for k, f := range res.objects {
+		kept[k.kind+"/"+k.name] = slices.Sorted(maps.Keys(f.data))
+	}
+	// settings: DATABASE_URL and REPLICA_URL may be looked up through
+	// envFrom, and DB_PASSWORD and DB_HOST as $(VAR)s; db: password by
+	// reference, and only S_-prefixed names through envFrom (none here).
+	want := map[string][]string{"configmap/settings": {"DB_HOST", "REPLICA_URL"}, "secret/db": {"password"}}
+	if diff := cmp.Diff(want, kept); diff != "" {
+		t.Errorf("keys kept after the GETs (-want +got):\n%s", diff)
+	}
+}
+
+// A connection string longer than maxDSNLen (a Secret value may be 1 MiB)
+// is a denial that names where it is, without being parsed; the value is
+// kept only as far as that takes.
+func TestDiscoverDSNsConnectionStringTooLong(t *testing.T) {
+	huge := "postgres://app:pw@db/app?x=" + strings.Repeat("a", 1<<20-64)
+	r := fake.NewClientBuilder().WithObjects(secret("db", map[string]string{"url": huge})).Build()
+	deps := []appsv1.Deployment{deployment("app-green", nil, container("app", []corev1.EnvVar{fromSecret("DATABASE_URL", "db", "url", false)}))}
+	uses, findings, err := discoverDSNs(t.Context(), r, production, asWorkloads(deps), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(uses) != 0 {
+		t.Errorf("%d connection strings to probe, want none", len(uses))
+	}
+	want := []Finding{{
+		Check: CheckDatabase, Severity: Deny, Service: production, Object: "secret db", Reason: ReasonDatabaseURLTooLong,
+		Message: "the connection string in env DATABASE_URL of container app in deployment app-green (secret production/db key url) is longer than 4096 bytes; the guard does not parse it",
+		Fix:     "put only the connection string in secret production/db key url: a real one takes a few hundred bytes",
+	}}
+	if diff := cmp.Diff(want, findings); diff != "" {
+		t.Errorf("findings (-want +got):\n%s", diff)
+	}
+
+	ws := asWorkloads(deps)
+	res := newEnvResolver(t.Context(), r, production, ws, nil)
+	v := res.value(&ws[0], &ws[0].Template.Spec.Containers[0], "DATABASE_URL")
+	if len(v.v) != maxDSNLen+1 {
+		t.Errorf("the decision holds %d bytes of the value, want %d", len(v.v), maxDSNLen+1)
 	}
 }

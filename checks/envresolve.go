@@ -18,7 +18,11 @@ import (
 // target's namespace.
 type objectKey struct{ kind, name string }
 
-// fetched is one Secret's or ConfigMap's data, or why it could not be read.
+// fetched is the keys of one Secret or ConfigMap that the decision may
+// use, or why it could not be read. Every other key is dropped right after
+// the GET, and a value longer than maxDSNLen is kept only as its first
+// maxDSNLen+1 bytes: it can only make a connection string too long, which
+// is a finding of its own.
 type fetched struct {
 	data     map[string]string
 	notFound bool
@@ -28,10 +32,13 @@ type fetched struct {
 // envResolver resolves environment variables of a Deployment's containers as
 // the kubelet would, reading each Secret and ConfigMap at most once.
 type envResolver struct {
-	ctx      context.Context
-	r        client.Reader
-	svc      types.NamespacedName
-	objects  map[objectKey]fetched
+	ctx     context.Context
+	r       client.Reader
+	svc     types.NamespacedName
+	objects map[objectKey]fetched
+	// wanted are, per object, the keys a lookup may ask for (see
+	// wantedKeys); only they are kept.
+	wanted   map[objectKey]map[string]bool
 	findings []Finding
 	reported map[string]bool
 	// containers memoizes each container's environment.
@@ -324,12 +331,17 @@ func (e *envResolver) fetch(kind, name string) fetched {
 		if err := e.r.Get(e.ctx, key, &s); err != nil {
 			return fetched{notFound: apierrors.IsNotFound(err), err: err}
 		}
-		data := make(map[string]string, len(s.Data)+len(s.StringData))
+		wanted := e.wanted[objectKey{kind, name}]
+		data := map[string]string{}
 		for k, v := range s.Data {
-			data[k] = string(v)
+			if wanted[k] {
+				data[k] = string(v[:min(len(v), maxDSNLen+1)])
+			}
 		}
 		for k, v := range s.StringData { // only set on objects that never went through the API server
-			data[k] = v
+			if wanted[k] {
+				data[k] = v[:min(len(v), maxDSNLen+1)]
+			}
 		}
 		return fetched{data: data}
 	default:
@@ -337,8 +349,76 @@ func (e *envResolver) fetch(kind, name string) fetched {
 		if err := e.r.Get(e.ctx, key, &cm); err != nil {
 			return fetched{notFound: apierrors.IsNotFound(err), err: err}
 		}
-		return fetched{data: cm.Data}
+		return fetched{data: keep(cm.Data, e.wanted[objectKey{kind, name}])}
 	}
+}
+
+// keep returns the entries of data whose key is wanted, each value cut to
+// maxDSNLen+1 bytes, in a new map: data can then be released.
+func keep(data map[string]string, wanted map[string]bool) map[string]string {
+	out := map[string]string{}
+	for k, v := range data {
+		if wanted[k] {
+			out[k] = strings.Clone(v[:min(len(v), maxDSNLen+1)])
+		}
+	}
+	return out
+}
+
+// wantedKeys returns, per Secret and ConfigMap, every key a lookup for the
+// connection strings of deployments may ask for: the keys their env entries
+// reference, and, for each envFrom source, the names that may be looked up
+// in it (names, and every $(VAR) an env value refers to) less its prefix.
+// It over-approximates, never under: a key it leaves out is one no lookup
+// asks for.
+func wantedKeys(workloads []Workload, names []string) map[objectKey]map[string]bool {
+	out := map[objectKey]map[string]bool{}
+	add := func(kind, name, key string) {
+		k := objectKey{kind, name}
+		if out[k] == nil {
+			out[k] = map[string]bool{}
+		}
+		out[k][key] = true
+	}
+	for i := range workloads {
+		if workloads[i].Template == nil {
+			continue // nothing of its own to read
+		}
+		spec := &workloads[i].Template.Spec
+		for _, cs := range [][]corev1.Container{spec.Containers, spec.InitContainers} {
+			for ci := range cs {
+				c := &cs[ci]
+				lookups := slices.Clone(names)
+				for _, ev := range c.Env {
+					switch {
+					case ev.ValueFrom == nil:
+						if strings.Contains(ev.Value, "$") {
+							lookups = append(lookups, envRefs(ev.Value)...)
+						}
+					case ev.ValueFrom.SecretKeyRef != nil:
+						add("secret", ev.ValueFrom.SecretKeyRef.Name, ev.ValueFrom.SecretKeyRef.Key)
+					case ev.ValueFrom.ConfigMapKeyRef != nil:
+						add("configmap", ev.ValueFrom.ConfigMapKeyRef.Name, ev.ValueFrom.ConfigMapKeyRef.Key)
+					}
+				}
+				for _, ef := range c.EnvFrom {
+					for _, n := range lookups {
+						key, ok := strings.CutPrefix(n, ef.Prefix)
+						if !ok {
+							continue
+						}
+						if ef.SecretRef != nil {
+							add("secret", ef.SecretRef.Name, key)
+						}
+						if ef.ConfigMapRef != nil {
+							add("configmap", ef.ConfigMapRef.Name, key)
+						}
+					}
+				}
+			}
+		}
+	}
+	return out
 }
 
 func (e *envResolver) report(kind, name, message, fix string) {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -208,8 +210,12 @@ func FuzzExpandEnv(f *testing.F) {
 		}
 		dep := deployment("app-green", nil, c)
 		w := deploymentWorkload(&dep)
+		// The keys kept are wantedKeys' for the names looked up: the
+		// kubelet's answers prove it leaves out none a lookup asks for.
+		looked := slices.Collect(maps.Keys(names))
 		res := &envResolver{ctx: t.Context(), r: reader, svc: production,
-			objects: map[objectKey]fetched{}, reported: map[string]bool{}, containers: map[*corev1.Container]*containerEnv{}}
+			objects: map[objectKey]fetched{}, reported: map[string]bool{}, containers: map[*corev1.Container]*containerEnv{},
+			wanted: wantedKeys([]Workload{w}, looked)}
 		for name := range names {
 			got := res.value(&w, &dep.Spec.Template.Spec.Containers[0], name)
 			if res.err != nil {

@@ -35,10 +35,12 @@ const (
 
 // env is the control plane, the guard, the fault proxy and a client.
 type env struct {
-	s         settings
-	cluster   *cluster.Cluster
-	guard     *tutorial.Guard
-	proxy     *faultproxy.Proxy
+	s       settings
+	cluster *cluster.Cluster
+	guard   *tutorial.Guard
+	proxy   *faultproxy.Proxy
+	// silent is the listener the hostile tenant's connection strings name.
+	silent    *silent
 	kube      client.Client
 	manifests *tutorial.Manifests
 	// sent counts the requests so far, for progress lines.
@@ -89,6 +91,9 @@ func start(ctx context.Context, s settings) (_ *env, err error) {
 	if e.proxy, err = faultproxy.Start(s.postgres); err != nil {
 		return nil, fmt.Errorf("fault proxy: %w", err)
 	}
+	if e.silent, err = startSilent(); err != nil {
+		return nil, fmt.Errorf("silent listener: %w", err)
+	}
 	e.guard, err = tutorial.StartGuard(ctx, tutorial.GuardOptions{
 		Binary:     s.guardBin,
 		Kubeconfig: e.cluster.Kubeconfig,
@@ -96,8 +101,9 @@ func start(ctx context.Context, s settings) (_ *env, err error) {
 		DBTimeout:  s.dbTimeout,
 		// The soak's switchers and editors share one namespace: the
 		// per-namespace bound on checks in flight is raised so that they
-		// are judged on the backend, not on being busy.
-		Args: append([]string{"--db-cache-ttl=" + s.dbCacheTTL.String(), "--max-checks-per-namespace=64"}, s.guardArgs...),
+		// are judged on the backend, not on being busy; the hostile
+		// tenant's busy flood sends more than that at once.
+		Args: append([]string{"--db-cache-ttl=" + s.dbCacheTTL.String(), fmt.Sprintf("--max-checks-per-namespace=%d", maxChecksPerNamespace)}, s.guardArgs...),
 	})
 	if err != nil {
 		return nil, err
@@ -109,6 +115,10 @@ func start(ctx context.Context, s settings) (_ *env, err error) {
 	logf("setting up the tutorial's objects")
 	if err := e.setUp(ctx); err != nil {
 		return nil, fmt.Errorf("tutorial objects: %w", err)
+	}
+	logf("setting up the hostile tenant in namespace %s", hostileNamespace)
+	if err := e.setUpHostile(ctx); err != nil {
+		return nil, fmt.Errorf("hostile tenant: %w", err)
 	}
 	return e, nil
 }
@@ -168,6 +178,9 @@ func (e *env) stop() error {
 	}
 	if e.proxy != nil {
 		errs = append(errs, e.proxy.Close())
+	}
+	if e.silent != nil {
+		e.silent.close()
 	}
 	if e.cluster != nil {
 		logf("stopping the local control plane")

@@ -33,7 +33,7 @@ const (
 )
 
 // kinds in the order the report lists them.
-var kinds = []string{kindSwitchGreen, kindSwitchBlue, kindLabel, kindAnnotation, kindWeightBlue, kindWeightGreen, kindRead}
+var kinds = []string{kindSwitchGreen, kindSwitchBlue, kindLabel, kindAnnotation, kindWeightBlue, kindWeightGreen, kindRead, kindHostileFlood, kindHostileBomb, kindHostileBusy}
 
 // What a client saw.
 type outcome string

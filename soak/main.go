@@ -9,15 +9,20 @@
 // (internal/faultproxy) that cycles through forward, blackhole, reset and
 // delay, while green flaps between Ready and not Ready. Clients switch the
 // route between blue and green, edit its labels and annotations, and shift
-// weights on a second route.
+// weights on a second route. Meanwhile a hostile tenant, in a namespace of
+// its own, floods the guard with connection strings to a listener that
+// never answers, sends the env-expansion bomb, and bursts more concurrent
+// switches than --max-checks-per-namespace allows (hostile.go).
 //
 // At the end it prints requests, decisions (as the clients saw them and as
 // the guard counted them), errors, latencies, and the guard's memory and
 // goroutines, and exits 1 if an invariant broke: a switch to green allowed
 // while green was known not to be Ready or its database known to fail, an
 // edit denied, a client error that is not a verdict, the guard counting
-// fewer decisions than the clients saw, or goroutines that do not come back
-// down once the load stops. Timings are reported, never asserted.
+// fewer decisions than the clients saw, goroutines that do not come back
+// down once the load stops, an attack of the hostile tenant allowed, or a
+// switch of the tutorial's tenant past the API server's deadline or refused
+// for load. Timings are reported, never asserted.
 package main
 
 import (

@@ -96,6 +96,48 @@ type results struct {
 	logErr error
 	// faultErr is an error of the fault makers (not of the guard).
 	faultErr error
+	// silentPeak and silentAccepted are the connections the hostile
+	// tenant's silent listener saw open at once, and in all.
+	silentPeak, silentAccepted int
+}
+
+// maxTenantProbes is the most probes one namespace may have in flight:
+// half of --db-max-in-flight's default 32.
+const maxTenantProbes = 16
+
+// hostileViolations are the invariants the hostile tenant's attacks must
+// not break: its switches are all denied (a verdict, never an error),
+// its probes never hold more than its share of the slots, and the
+// tutorial tenant's switches are answered inside the deadline and never
+// refused for another namespace's load.
+func (r *results) hostileViolations() []string {
+	var v []string
+	late, crowded := 0, 0
+	var lateEx, crowdedEx string
+	for _, s := range r.samples {
+		took := s.end.Sub(s.start)
+		switch {
+		case isHostile(s.kind) && s.outcome == allowed:
+			v = append(v, fmt.Sprintf("%s allowed at %s: the hostile tenant's switch must be denied", s.kind, s.start.Format("15:04:05.000")))
+		case isHostile(s.kind):
+		case (s.kind == kindSwitchGreen || s.kind == kindSwitchBlue) && took > admissionDeadline:
+			late++
+			lateEx = fmt.Sprintf("%s at %s took %s", s.kind, s.start.Format("15:04:05.000"), took.Round(time.Millisecond))
+		case s.outcome == denied && (strings.Contains(s.msg, "cutover checks in flight") || strings.Contains(s.msg, "distinct connection strings checked in the last minute")):
+			crowded++
+			crowdedEx = firstLine(s.msg)
+		}
+	}
+	if late > 0 {
+		v = append(v, fmt.Sprintf("%d of the tutorial tenant's switches took longer than the API server's %s deadline while the hostile tenant attacked, e.g. %s", late, admissionDeadline, lateEx))
+	}
+	if crowded > 0 {
+		v = append(v, fmt.Sprintf("%d of the tutorial tenant's switches were refused for load, e.g. %s", crowded, crowdedEx))
+	}
+	if r.silentPeak > maxTenantProbes {
+		v = append(v, fmt.Sprintf("the hostile tenant held %d connections open at once, more than a namespace's %d probe slots", r.silentPeak, maxTenantProbes))
+	}
+	return v
 }
 
 // goroutineSlack is how far above its count before the load the guard's
@@ -151,7 +193,7 @@ func (r *results) violations() []string {
 	if r.faultErr != nil {
 		v = append(v, fmt.Sprintf("the faults could not be driven: %v", r.faultErr))
 	}
-	return v
+	return append(v, r.hostileViolations()...)
 }
 
 // notes are findings that break no invariant but deserve a look.
@@ -221,6 +263,15 @@ func (r *results) topLines(why string, n int) []string {
 // which change the spec; label and annotation edits never reach it.
 func (r *results) countSentToGuard(o outcome) int {
 	return r.count("", o) - r.count(kindLabel, o) - r.count(kindAnnotation, o)
+}
+
+// countKinds counts the samples of kinds with outcome o.
+func (r *results) countKinds(kinds []string, o outcome) int {
+	n := 0
+	for _, k := range kinds {
+		n += r.count(k, o)
+	}
+	return n
 }
 
 func (r *results) count(kind string, o outcome) int {
@@ -326,6 +377,23 @@ func (r *results) print(w io.Writer, s settings, took time.Duration) error {
 		r.log.allowed, tutorial.Green, len(r.log.notReady), len(r.log.unknown))
 	fmt.Fprintf(b, "proxy: %d connections to green's database accepted, %d open at the end\n", r.proxyAccepted, r.proxyOpen)
 
+	var tenant []time.Duration
+	for _, x := range r.samples {
+		if x.kind == kindSwitchGreen || x.kind == kindSwitchBlue {
+			tenant = append(tenant, x.end.Sub(x.start))
+		}
+	}
+	hostile := 0
+	for _, x := range r.samples {
+		if isHostile(x.kind) {
+			hostile++
+		}
+	}
+	fmt.Fprintf(b, "\nhostile tenant (namespace %s): %d attacks, %d denied, %d allowed, %d failed; its silent listener: %d connections, at most %d open at once (bound %d)\n",
+		hostileNamespace, hostile, r.countKinds(hostileKinds, denied), r.countKinds(hostileKinds, allowed), r.countKinds(hostileKinds, failed), r.silentAccepted, r.silentPeak, maxTenantProbes)
+	fmt.Fprintf(b, "tutorial tenant's switches meanwhile: p50 %s, p99 %s, slowest %s (deadline %s)\n",
+		round(percentile(tenant, 0.5)), round(percentile(tenant, 0.99)), round(percentile(tenant, 1)), admissionDeadline)
+
 	fmt.Fprintf(b, "\nguard process (go_goroutines, process_resident_memory_bytes):\n")
 	fmt.Fprintf(b, "  goroutines: %.0f at the start, %.0f at most during the load, %.0f at the end\n", r.start.goroutines, r.maxGoroutines, r.end.goroutines)
 	fmt.Fprintf(b, "  RSS:        %s at the start, %s at most during the load, %s at the end\n", mib(r.start.rssBytes), mib(r.maxRSS), mib(r.end.rssBytes))
@@ -336,7 +404,7 @@ func (r *results) print(w io.Writer, s settings, took time.Duration) error {
 	if v := r.violations(); len(v) > 0 {
 		fmt.Fprintf(b, "\nINVARIANTS BROKEN (%d):\n  %s\n", len(v), strings.Join(v, "\n  "))
 	} else {
-		fmt.Fprintf(b, "\nevery invariant held: no unsafe switch allowed (by the fault windows and by the guard's log), no edit denied, no client error that is not a verdict, the guard's counts cover the clients', goroutines and database connections back down\n")
+		fmt.Fprintf(b, "\nevery invariant held: no unsafe switch allowed (by the fault windows and by the guard's log), no edit denied, no client error that is not a verdict, the guard's counts cover the clients', goroutines and database connections back down, every attack of the hostile tenant denied while the others' switches were answered inside the deadline\n")
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

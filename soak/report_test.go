@@ -365,3 +365,47 @@ func TestPrint(t *testing.T) {
 		})
 	}
 }
+
+// The hostile tenant's invariants: its attacks all denied, its probes
+// within a namespace's share, and the tutorial tenant's switches inside the
+// deadline and never refused for load.
+func TestHostileViolations(t *testing.T) {
+	at := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	s := func(kind string, o outcome, took time.Duration, msg string) sample {
+		return sample{kind: kind, outcome: o, start: at, end: at.Add(took), msg: msg}
+	}
+	tests := map[string]struct {
+		samples []sample
+		peak    int
+		want    []string
+	}{
+		"attacks denied, the tenant's switches in time": {
+			samples: []sample{s(kindHostileFlood, denied, 2*time.Second, "x"), s(kindHostileBusy, denied, time.Millisecond, "namespace soak-hostile has 8 cutover checks in flight"), s(kindSwitchGreen, allowed, time.Second, "")},
+			peak:    8,
+		},
+		"an attack allowed": {
+			samples: []sample{s(kindHostileBomb, allowed, time.Second, "")},
+			want:    []string{"hostile: env bomb allowed at 12:00:00.000: the hostile tenant's switch must be denied"},
+		},
+		"a switch of the tutorial tenant past the deadline": {
+			samples: []sample{s(kindSwitchBlue, denied, 11*time.Second, "x")},
+			want:    []string{"1 of the tutorial tenant's switches took longer than the API server's 10s deadline while the hostile tenant attacked, e.g. switch to blue at 12:00:00.000 took 11s"},
+		},
+		"a switch of the tutorial tenant refused for load": {
+			samples: []sample{s(kindSwitchGreen, denied, time.Millisecond, "namespace production has 8 cutover checks in flight; the guard checks at most 8")},
+			want:    []string{"1 of the tutorial tenant's switches were refused for load, e.g. namespace production has 8 cutover checks in flight; the guard checks at most 8"},
+		},
+		"more connections than a namespace's share": {
+			peak: 17,
+			want: []string{"the hostile tenant held 17 connections open at once, more than a namespace's 16 probe slots"},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			r := &results{samples: tc.samples, silentPeak: tc.peak}
+			if diff := cmp.Diff(tc.want, r.hostileViolations()); diff != "" {
+				t.Errorf("violations (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -61,9 +61,13 @@ func run(ctx context.Context, s settings) (ok bool, err error) {
 		<-loadCtx.Done()
 		close(stop)
 	}()
+	var hostile []sample
+	makers.Go(func() { hostile = e.runHostile(ctx, stop) })
 	r.samples = e.runLoad(ctx, stop)
 	took := time.Since(began)
 	makers.Wait()
+	r.samples = append(r.samples, hostile...)
+	r.silentPeak, r.silentAccepted = e.silent.stats()
 	r.faultErr = flapErr
 	if ctx.Err() != nil {
 		return false, errors.New("interrupted")

@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"errors"
-	"strings"
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -79,15 +78,18 @@ func (d Decision) refused() bool {
 }
 
 // response is the warnings and the error the validator answers with: a
-// denial (403) made of the Denials, an internal error (500), or none.
+// denial (403) made of the Denials, an internal error (500), or none. The
+// message holds the Denials that fit in maxMessage and counts the rest; at
+// most maxWarnings warnings are sent.
 func (d Decision) response() (admission.Warnings, error) {
+	warnings := capWarnings(d.Warnings)
 	switch d.Result {
 	case ResultError:
-		return d.Warnings, internalError(d.Err)
+		return warnings, internalError(d.Err)
 	case ResultDenied:
-		return d.Warnings, errors.New(strings.Join(d.Denials, "\n"))
+		return warnings, errors.New(joinCapped(d.Denials, "\n", maxMessage, moreFindings))
 	}
-	return d.Warnings, nil
+	return warnings, nil
 }
 
 // targetNames renders the targets as "service production/app-green:80",
@@ -113,6 +115,22 @@ func (d Decision) findingReasons() []string {
 	return reasons
 }
 
+// auditFindings renders the findings as findingReasons does, the denials
+// first (each group in the order found), so that a capped annotation drops
+// warnings before denials.
+func (d Decision) auditFindings() []string {
+	var deny, warn []string
+	for _, f := range d.Checks.Findings {
+		r := string(f.Check) + "/" + string(f.Reason)
+		if f.Severity == checks.Deny {
+			deny = append(deny, r)
+		} else {
+			warn = append(warn, r)
+		}
+	}
+	return append(deny, warn...)
+}
+
 // observed renders the objects the checks read, at the version read.
 func (d Decision) observed() []string {
 	read := make([]string, len(d.Checks.Observed))
@@ -128,9 +146,9 @@ func (d Decision) auditAnnotations() map[string]string {
 	if d.Path == pathFast {
 		return nil
 	}
-	a := map[string]string{"decision": d.Result, "targets": strings.Join(d.targetNames(), ",")}
-	if reasons := d.findingReasons(); len(reasons) > 0 {
-		a["findings"] = strings.Join(reasons, ",")
+	a := map[string]string{"decision": d.Result, "targets": joinCapped(d.targetNames(), ",", maxAuditValue, moreItems)}
+	if reasons := d.auditFindings(); len(reasons) > 0 {
+		a["findings"] = joinCapped(reasons, ",", maxAuditValue, moreItems)
 	}
 	if d.OverrideOutcome != "" {
 		a["overrideResult"] = d.OverrideOutcome
@@ -152,7 +170,7 @@ func (d Decision) event() (reason, note string, ok bool) {
 	}
 	switch d.Result {
 	case ResultDenied:
-		return ReasonCutoverDenied, truncate(strings.Join(d.PublicDenials, "\n"), maxEventNote), true
+		return ReasonCutoverDenied, joinCapped(d.PublicDenials, "\n", maxEventNote, moreFindings), true
 	case ResultOverridden:
 		return ReasonCutoverOverridden, d.Override.eventNote(d.PublicDenials), true
 	}

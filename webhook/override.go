@@ -160,7 +160,8 @@ func (o overrideRequest) warnings(denials []string) []string {
 // eventNote is the note of the CutoverOverridden Event: who, why, and what
 // the checks found.
 func (o overrideRequest) eventNote(denials []string) string {
-	return truncate(fmt.Sprintf("cutover overridden by %s with reason %q; the checks found:\n%s", o.userName(), o.reason, strings.Join(denials, "\n")), maxEventNote)
+	head := fmt.Sprintf("cutover overridden by %s with reason %q; the checks found:\n", o.userName(), o.reason)
+	return head + joinCapped(denials, "\n", maxEventNote-len(head), moreFindings)
 }
 
 // oneLine turns user text into one line of printable characters: control

@@ -233,10 +233,3 @@ func internalError(err error) error {
 		Message: fmt.Sprintf("internal error: %v", err),
 	}}
 }
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n-3] + "..."
-}

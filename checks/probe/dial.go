@@ -114,10 +114,8 @@ type trackedConn struct {
 	sslAnswer bool
 
 	// frames: MySQL packet headers are checked (plain text only).
-	frames  bool
-	hdr     [4]byte
-	hdrLen  int // bytes of hdr read so far
-	bodyRem int // bytes of the current packet's payload still to come
+	frames bool
+	f      frames
 }
 
 // mysqlSSLRequestLen is the payload length of MySQL's SSL request packet,
@@ -151,7 +149,7 @@ func (c *trackedConn) Read(b []byte) (int, error) {
 		b = b[:left]
 	}
 	n, err := c.Conn.Read(b)
-	if n > 0 && c.frames && !c.frameCheck(b[:n]) {
+	if n > 0 && c.frames && !c.f.check(b[:n]) {
 		c.t.noteIO(n, nil)
 		return 0, c.overflow()
 	}
@@ -168,31 +166,6 @@ func (c *trackedConn) Read(b []byte) (int, error) {
 	}
 	c.t.noteIO(n, err)
 	return n, err
-}
-
-// frameCheck follows the MySQL packet headers in b, the next bytes read, and
-// reports false at a header announcing more than maxMessageLen: the driver
-// would allocate room for the whole packet before reading it.
-func (c *trackedConn) frameCheck(b []byte) bool {
-	for len(b) > 0 {
-		if c.bodyRem > 0 {
-			k := min(c.bodyRem, len(b))
-			c.bodyRem -= k
-			b = b[k:]
-			continue
-		}
-		c.hdr[c.hdrLen] = b[0]
-		c.hdrLen++
-		b = b[1:]
-		if c.hdrLen == len(c.hdr) {
-			c.hdrLen = 0
-			c.bodyRem = int(c.hdr[0]) | int(c.hdr[1])<<8 | int(c.hdr[2])<<16
-			if c.bodyRem > maxMessageLen {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // overflow marks the probe as fed too much and closes the connection, so

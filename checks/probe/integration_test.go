@@ -284,6 +284,37 @@ func TestDatabaseIntegrationPostgresTLS(t *testing.T) {
 	})
 }
 
+// The MySQL driver's TLS goes through the probe's splice (mysqltls.go):
+// against a real MariaDB with TLS, a login passes, a wrong password is the
+// server's own answer over TLS, and certificate verification is the
+// connection string's, not the splice's.
+func TestDatabaseIntegrationMariaDBTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a MariaDB server")
+	}
+	t.Parallel()
+	srv := testdb.StartMariaDB(t, testdb.MariaDBOptions{Password: mysqlPassword, TLS: true})
+	addr := srv.Addr()
+	runIntegrationCases(t, map[string]integrationCase{
+		"ssl-mode=REQUIRED against a TLS server passes": {dsn: srv.URL("mysql", "ssl-mode=REQUIRED")},
+		"TLS preferred (the default) passes":            {dsn: srv.URL("mysql", "")},
+		"a wrong password over TLS is an authentication error": {
+			dsn:      withPassword(t, srv.URL("mysql", "ssl-mode=REQUIRED"), "Wrong-p@ss"),
+			password: "Wrong-p@ss",
+			want: denial(ReasonAuthFailed,
+				"database at "+addr+" rejected the password for user app",
+				"check the password in "+secretSource),
+		},
+		"VERIFY_IDENTITY against a self-signed certificate": {
+			dsn:      srv.URL("mysql", "ssl-mode=VERIFY_IDENTITY"),
+			password: mysqlPassword,
+			want: denial(ReasonTLSFailed,
+				"the TLS handshake with database at "+addr+" failed: the server certificate is not signed by a trusted authority (ssl-mode=VERIFY_IDENTITY)",
+				"check the TLS setting in "+secretSource+" and the server certificate"),
+		},
+	})
+}
+
 func TestDatabaseIntegrationMariaDB(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a MariaDB server")

@@ -7,20 +7,44 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 
 	"github.com/go-sql-driver/mysql"
 )
 
 func (p *Prober) connectMySQL(ctx context.Context, d *dsn, t *dialTracker, addrs map[string][]netip.Addr) (string, error) {
-	cfg := d.my
+	cfg := d.my.Clone()
 	e := d.endpoints[0]
 	t.mu.Lock()
 	t.mysqlFraming = true
 	t.mu.Unlock()
-	cfg.DialFunc = func(ctx context.Context, _, _ string) (net.Conn, error) {
+	// With TLS, the driver's handshake is answered in process and the
+	// probe's own reaches the server (see mysqlSplice).
+	serverTLS := cfg.TLS
+	if serverTLS != nil {
+		_, client := spliceTLS()
+		cfg.TLS = client.Clone()
+	}
+	var mu sync.Mutex
+	var splices []*mysqlSplice
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, s := range splices {
+			_ = s.Close()
+		}
+	}()
+	cfg.DialFunc = func(dctx context.Context, _, _ string) (net.Conn, error) {
 		var errs []error
 		for _, ip := range addrs[e.host] {
-			c, err := t.dial(ctx, "tcp", netip.AddrPortFrom(ip, e.port).String())
+			c, err := t.dial(dctx, "tcp", netip.AddrPortFrom(ip, e.port).String())
+			if err == nil && serverTLS != nil {
+				s := spliceMySQL(ctx, c.(*trackedConn), serverTLS)
+				mu.Lock()
+				splices = append(splices, s)
+				mu.Unlock()
+				return s, nil
+			}
 			if err == nil {
 				return c, nil
 			}
@@ -37,6 +61,13 @@ func (p *Prober) connectMySQL(ctx context.Context, d *dsn, t *dialTracker, addrs
 	}
 	c, err := connector.Connect(ctx)
 	if err != nil {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, s := range splices {
+			if herr := s.handshakeErr(); herr != nil {
+				return stageConnect, herr
+			}
+		}
 		return stageConnect, err
 	}
 	defer func() { _ = c.Close() }()

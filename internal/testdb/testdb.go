@@ -180,10 +180,13 @@ type MariaDBOptions struct {
 	// privileges (like DigitalOcean's doadmin), and a Database; defaults
 	// "app", "my-Secret-1", "app".
 	User, Password, Database string
+	// TLS turns on TLS with a self-signed certificate for
+	// 127.0.0.1/localhost; off, the server offers none.
+	TLS bool
 }
 
-// StartMariaDB starts a MariaDB server (without TLS) with a password user
-// and a database.
+// StartMariaDB starts a MariaDB server with a password user and a
+// database, with TLS if asked.
 func StartMariaDB(t testing.TB, o MariaDBOptions) *Server {
 	t.Helper()
 	install, server := mariadbBins(t)
@@ -216,12 +219,21 @@ func StartMariaDB(t testing.TB, o MariaDBOptions) *Server {
 		o.Database, o.User, strings.ReplaceAll(o.Password, "'", "''"), o.User)), 0o600, cred)
 
 	s := &Server{Host: "127.0.0.1", User: o.User, Password: o.Password, Database: o.Database, dir: dir}
+	tlsArgs := []string{"--skip-ssl"}
+	if o.TLS {
+		certPEM, keyPEM := selfSigned(t)
+		writeFile(t, filepath.Join(dir, "server.crt"), certPEM, 0o600, cred)
+		writeFile(t, filepath.Join(dir, "server.key"), keyPEM, 0o600, cred)
+		s.CACert = certPEM
+		tlsArgs = []string{"--ssl-cert=" + filepath.Join(dir, "server.crt"), "--ssl-key=" + filepath.Join(dir, "server.key")}
+	}
 	start := func(port int) *process {
 		args := append(slices.Clone(common),
 			"--port="+strconv.Itoa(port), "--bind-address=127.0.0.1",
 			"--socket="+filepath.Join(dir, "mysqld.sock"), "--pid-file="+filepath.Join(dir, "mysqld.pid"),
 			"--skip-name-resolve", "--init-file="+initSQL, "--max-connections=100",
-			"--performance-schema=OFF", "--skip-ssl")
+			"--performance-schema=OFF")
+		args = append(args, tlsArgs...)
 		cmd := exec.Command(server, args...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 		cmd.Env = cleanEnv()
