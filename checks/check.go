@@ -30,6 +30,9 @@ type Input struct {
 	Reader client.Reader
 	// Prober probes databases; nil leaves DatabaseReachable nothing to do.
 	Prober *probe.Prober
+	// Smoker sends the smoke gate's requests; nil: SmokeTested warns that
+	// the gate is off.
+	Smoker *Smoker
 	// DatabaseEnv names the environment variables that hold a connection
 	// string; empty means DefaultDatabaseURLEnv.
 	DatabaseEnv []string
@@ -52,4 +55,6 @@ type Input struct {
 	// Deployments is set by DeploymentReady: those whose pods Service
 	// selects.
 	Deployments []appsv1.Deployment
+	// smokeObserved is set by SmokeTested: the pods it read.
+	smokeObserved []Observed
 }

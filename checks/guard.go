@@ -32,6 +32,9 @@ type Guard struct {
 	Reader client.Reader
 	// Prober probes databases; nil skips the database check with a warning.
 	Prober *probe.Prober
+	// Smoker sends the smoke gate's requests (SmokeTested); nil turns the
+	// gate off: a target that opts in gets a warning.
+	Smoker *Smoker
 	// DatabaseEnv names the environment variables that hold a connection string.
 	DatabaseEnv []string
 	// MaxConcurrentTargets bounds how many targets are checked at once, so a
@@ -205,7 +208,7 @@ type outcome struct {
 // DatabaseReachable (which needs the Deployments).
 func (g *Guard) evaluate(ctx context.Context, t Target, budget *urlBudget) (Result, error) {
 	var res Result
-	in := Input{Reader: g.Reader, Prober: g.Prober, DatabaseEnv: g.DatabaseEnv, MaxDatabaseURLs: g.MaxDatabaseURLsPerTarget, Target: t, requestURLs: budget, namespaceURLs: g.urlsN}
+	in := Input{Reader: g.Reader, Prober: g.Prober, Smoker: g.Smoker, DatabaseEnv: g.DatabaseEnv, MaxDatabaseURLs: g.MaxDatabaseURLsPerTarget, Target: t, requestURLs: budget, namespaceURLs: g.urlsN}
 	in, done, err := runCheck(ctx, in, &res, CheckReference, Reference)
 	if err != nil || !done || in.Service == nil {
 		return res, err
@@ -244,6 +247,18 @@ func (g *Guard) evaluate(ctx context.Context, t Target, budget *urlBudget) (Resu
 		for i := range in.Deployments {
 			local.Observed = append(local.Observed, observedObject("Deployment", &in.Deployments[i]))
 		}
+		// The smoke gate (opt-in) reads the workloads' annotations: it
+		// runs beside the database check, neither waiting for the other.
+		if smokeOptedIn(&in) {
+			wg.Go(func() {
+				var smoke Result
+				out, done, err := runCheck(ctx, in, &smoke, CheckSmoke, SmokeTested)
+				if done {
+					smoke.Observed = append(smoke.Observed, out.smokeObserved...)
+				}
+				merge(&smoke, err)
+			})
+		}
 		if g.Prober == nil {
 			local.Findings = append(local.Findings, Finding{Check: CheckDatabase, Severity: Warn, Service: t.Service, Reason: ReasonDatabaseNotChecked,
 				Message: "database not checked (the guard runs with --skip-database-check)"})
@@ -270,7 +285,7 @@ func timedOut(t Target, c Check, took time.Duration) Result {
 }
 
 func checkOrder(c Check) int {
-	return slices.Index([]Check{CheckReference, CheckDeployment, CheckEndpoints, CheckDatabase}, c)
+	return slices.Index([]Check{CheckReference, CheckDeployment, CheckEndpoints, CheckDatabase, CheckSmoke}, c)
 }
 
 // runCheck runs check c (fn) on a copy of in, waiting no longer than ctx

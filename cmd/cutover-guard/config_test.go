@@ -137,6 +137,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		DBProbesPerNamespace     int
 		Namespace, SecretName    string
 		ServiceName, WebhookName string
+		SmokeChecks              bool
 	}
 	want := defaults{
 		Port: crwebhook.DefaultPort, MetricsAddr: metricsserver.DefaultBindAddress,
@@ -148,6 +149,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		MaxChecksPerNamespace: checks.DefaultMaxDecisionsPerNamespace, DBProbesPerNamespace: checks.DefaultDatabaseURLsPerNamespacePerMinute,
 		Namespace: certs.DefaultNamespace, SecretName: certs.DefaultSecretName,
 		ServiceName: certs.DefaultServiceName, WebhookName: certs.DefaultWebhookConfigName,
+		SmokeChecks: checks.DefaultSmokeChecks,
 	}
 	got := defaults{
 		Port: c.Port, MetricsAddr: c.MetricsAddr,
@@ -159,6 +161,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		MaxChecksPerNamespace: c.MaxChecksPerNamespace, DBProbesPerNamespace: c.DBProbesPerNamespacePerMinute,
 		Namespace: c.Certs.Namespace, SecretName: c.Certs.SecretName,
 		ServiceName: c.Certs.ServiceName, WebhookName: c.Certs.WebhookConfigName,
+		SmokeChecks: c.SmokeChecks,
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("flag defaults (-package defaults +flags):\n%s", diff)

@@ -9,9 +9,12 @@ package main
 // Package checks reads live state (never list and watch for a cache), and
 // reads Secrets and ConfigMaps only by name, for the database check. It reads
 // Deployments by name too: the one named like the Service and those that
-// control the ReplicaSets the Service's selector matches (listed by label):
+// control the ReplicaSets the Service's selector matches (listed by label),
+// and Pods by name, for the smoke gate (each endpoint's pod, before calling
+// its address):
 //
 // +kubebuilder:rbac:groups="",resources=services,verbs=get
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=list
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list

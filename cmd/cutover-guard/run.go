@@ -71,6 +71,9 @@ func run(ctx context.Context, cfg Config) error {
 			Observe:      metrics.ObserveProbe,
 		})
 	}
+	if cfg.SmokeChecks {
+		guard.Smoker = checks.NewSmoker(checks.SmokeOptions{PrivateCIDRs: cfg.PrivateCIDRs, Version: buildVersion()})
+	}
 	for path, h := range webhook.Handlers(scheme, webhook.Options{
 		Guard: guard,
 		// core/v1 Events: events.k8s.io series would fold distinct denials of one route into one Event.
