@@ -194,6 +194,10 @@ func SmokeTested(ctx context.Context, in *Input) ([]Finding, error) {
 		return s + fmt.Sprintf("; smoke-min-ready %s needs %d of %d ready", spec.minReadyText(), required, total)
 	}
 	switch {
+	case tolerated < 0 && len(failed) == 0:
+		out = append(out, find(Deny, src.name, ReasonSmokeMinReady,
+			fmt.Sprintf("smoke test: service %s has %d ready endpoints, fewer than %s %s of %s asks for", svc.Name, total, AnnotationSmokeMinReady, spec.minReadyText(), src.name),
+			fmt.Sprintf("scale up, or lower %s", AnnotationSmokeMinReady)))
 	case len(failed) > tolerated:
 		for i, e := range failed {
 			if i == maxSmokeFailuresShown {
@@ -208,10 +212,6 @@ func SmokeTested(ctx context.Context, in *Input) ([]Finding, error) {
 			}
 			out = append(out, find(Deny, objectName(e, svc), e.out.reason, msg, smokeFix(e, svc)))
 		}
-	case tolerated < 0:
-		out = append(out, find(Deny, src.name, ReasonSmokeMinReady,
-			fmt.Sprintf("smoke test: service %s has %d ready endpoints, fewer than %s %s of %s asks for", svc.Name, total, AnnotationSmokeMinReady, spec.minReadyText(), src.name),
-			fmt.Sprintf("scale up, or lower %s", AnnotationSmokeMinReady)))
 	case len(failed) > 0:
 		e := failed[0]
 		out = append(out, find(Warn, objectName(e, svc), e.out.reason,
