@@ -182,9 +182,14 @@ func SmokeTested(ctx context.Context, in *Input) ([]Finding, error) {
 	required := spec.required(total)
 	tolerated := total - required
 	passed := len(called) - len(failed)
-	logf.FromContext(ctx).Info("smoke test", "check", string(CheckSmoke), "service", namespacedName(svc).String(), "path", spec.path,
+	logf.FromContext(ctx).V(1).Info("smoke test", "check", string(CheckSmoke), "service", namespacedName(svc).String(), "path", spec.path,
 		"called", len(called), "passed", passed, "notCalled", notCalled, "required", required)
 
+	log := logf.FromContext(ctx)
+	for _, e := range failed {
+		log.Info("smoke test failed", "check", string(CheckSmoke), "service", namespacedName(svc).String(), "pod", e.podName(),
+			"address", e.addr.String(), "reason", string(e.out.reason), "detail", e.out.what)
+	}
 	var out []Finding
 	count := func() string {
 		s := fmt.Sprintf("%d of %d endpoints called passed", passed, len(called))
@@ -213,9 +218,12 @@ func SmokeTested(ctx context.Context, in *Input) ([]Finding, error) {
 			out = append(out, find(Deny, objectName(e, svc), e.out.reason, msg, smokeFix(e, svc)))
 		}
 	case len(failed) > 0:
+		// A warning is cut at 120 characters: the count here, each
+		// failure in the log.
 		e := failed[0]
 		out = append(out, find(Warn, objectName(e, svc), e.out.reason,
-			fmt.Sprintf("smoke test GET %s failed on %d endpoints (%s: %s); allowed: %s", spec.path, len(failed), endpointName(e), e.out.what, count()), smokeFix(e, svc)))
+			fmt.Sprintf("smoke test GET %s: %d of %d endpoints passed, enough for smoke-min-ready %s", spec.path, passed, len(called), spec.minReadyText()),
+			smokeFix(e, svc)))
 	}
 	if notCalled > 0 && len(failed) <= tolerated && tolerated >= 0 {
 		out = append(out, find(Warn, "service "+svc.Name, ReasonSmokeNotAllProbed,
