@@ -159,7 +159,7 @@ func SmokeTested(ctx context.Context, in *Input) ([]Finding, error) {
 				e.out = smokeOutcome{reason: ReasonSmokeAddressNotAllowed, what: "not called: the address is outside --private-cidrs"}
 				return nil
 			}
-			e.out = in.Smoker.call(egCtx, e.addr, &spec)
+			e.out = in.Smoker.call(egCtx, svc.Namespace, e.addr, &spec)
 			return nil
 		})
 	}

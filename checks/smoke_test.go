@@ -380,7 +380,7 @@ func TestSmokeCallsOnlyTheNamespacesPods(t *testing.T) {
 	}
 	// And the dialer refuses such an address even if asked directly.
 	s := NewSmoker(SmokeOptions{PrivateCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
-	out := s.call(t.Context(), netip.MustParseAddrPort("127.0.0.1:9"), &smokeSpec{path: "/"})
+	out := s.call(t.Context(), "production", netip.MustParseAddrPort("127.0.0.1:9"), &smokeSpec{path: "/"})
 	if out.reason != ReasonSmokeAddressNotAllowed {
 		t.Errorf("direct call to 127.0.0.1: %+v; want %s", out, ReasonSmokeAddressNotAllowed)
 	}
@@ -626,4 +626,46 @@ func FuzzParseSmoke(f *testing.F) {
 			t.Fatalf("min-ready %q requires %d of 10", minReady, r)
 		}
 	})
+}
+
+// A namespace whose pods hang holds at most half of the guard's smoke
+// slots: another namespace's smoke test still runs at once.
+func TestSmokeNamespaceShareLeavesSlotsForOthers(t *testing.T) {
+	var inFlight, peak atomic.Int32
+	release := make(chan struct{})
+	hanging := http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	objs := smokeWorld(t, &smokePod{handler: hanging}, &smokePod{handler: ok200})
+	hangAddr := netip.MustParseAddrPort("127.0.0.10:" + fmt.Sprint(*objs[2].(*discoveryv1.EndpointSlice).Ports[0].Port))
+	okAddr := netip.MustParseAddrPort("127.0.0.11:" + fmt.Sprint(*objs[4].(*discoveryv1.EndpointSlice).Ports[0].Port))
+	s := NewSmoker(SmokeOptions{PrivateCIDRs: loopback, MaxInFlight: 4, Timeout: 2 * time.Second})
+	spec := &smokeSpec{path: "/", expect: []statusRange{{200, 299}}}
+
+	done := make(chan smokeOutcome, 6)
+	for range 6 {
+		go func() { done <- s.call(t.Context(), "tenant-a", hangAddr, spec) }()
+	}
+	// Wait until tenant-a holds its share.
+	deadline := time.Now().Add(5 * time.Second)
+	for inFlight.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := s.call(t.Context(), "tenant-b", okAddr, spec); got.reason != "" {
+		t.Errorf("tenant-b's smoke test while tenant-a's pods hang: %+v, want a pass", got)
+	}
+	close(release)
+	for range 6 {
+		<-done
+	}
+	if p := peak.Load(); p != 2 {
+		t.Errorf("tenant-a's pods had %d requests at once, want its share of 2", p)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -28,7 +29,7 @@ const (
 	// gate calls; the rest are counted as not probed.
 	DefaultMaxSmokeEndpoints = 16
 	// DefaultSmokeMaxInFlight bounds the smoke requests running at once,
-	// for all decisions.
+	// for all decisions; the pods of one namespace hold at most half.
 	DefaultSmokeMaxInFlight = 64
 )
 
@@ -55,7 +56,9 @@ type SmokeOptions struct {
 	// DefaultMaxSmokeEndpoints.
 	MaxEndpoints int
 	// MaxInFlight bounds the requests running at once; default
-	// DefaultSmokeMaxInFlight.
+	// DefaultSmokeMaxInFlight. Requests to one namespace's pods hold at
+	// most half of them (at least one), so a namespace whose pods hang
+	// leaves the rest to the others.
 	MaxInFlight int
 	// Version goes into the User-Agent, cutover-guard-smoke/<Version>.
 	Version string
@@ -68,6 +71,7 @@ type Smoker struct {
 	timeout      time.Duration
 	maxEndpoints int
 	slots        chan struct{}
+	perNamespace *namespaceSlots
 	userAgent    string
 	client       *http.Client
 }
@@ -92,7 +96,7 @@ func NewSmoker(o SmokeOptions) *Smoker {
 		o.Version = "dev"
 	}
 	s := &Smoker{private: o.PrivateCIDRs, timeout: o.Timeout, maxEndpoints: o.MaxEndpoints,
-		slots: make(chan struct{}, o.MaxInFlight), userAgent: "cutover-guard-smoke/" + o.Version}
+		slots: make(chan struct{}, o.MaxInFlight), perNamespace: &namespaceSlots{limit: max(1, o.MaxInFlight/2), sems: map[string]*namespaceSem{}}, userAgent: "cutover-guard-smoke/" + o.Version}
 	dialer := &net.Dialer{Timeout: o.Timeout, KeepAlive: -1, Control: s.control}
 	s.client = &http.Client{
 		Transport: &http.Transport{
@@ -138,8 +142,9 @@ type smokeOutcome struct {
 	what string
 }
 
-// call sends one GET to addr and judges the answer against spec.
-func (s *Smoker) call(ctx context.Context, addr netip.AddrPort, spec *smokeSpec) smokeOutcome {
+// call sends one GET to addr, a pod of namespace ns, and judges the
+// answer against spec.
+func (s *Smoker) call(ctx context.Context, ns string, addr netip.AddrPort, spec *smokeSpec) smokeOutcome {
 	timeout := s.timeout
 	if dl, ok := ctx.Deadline(); ok {
 		// Leave the check time to report before the decision's deadline.
@@ -147,11 +152,17 @@ func (s *Smoker) call(ctx context.Context, addr netip.AddrPort, spec *smokeSpec)
 			timeout = max(left, time.Millisecond)
 		}
 	}
+	busy := smokeOutcome{reason: ReasonSmokeTimeout, what: "not called: the guard's smoke requests were all busy until the deadline"}
+	ok, release := s.perNamespace.acquire(ctx, ns)
+	defer release()
+	if !ok {
+		return busy
+	}
 	select {
 	case s.slots <- struct{}{}:
 		defer func() { <-s.slots }()
 	case <-ctx.Done():
-		return smokeOutcome{reason: ReasonSmokeTimeout, what: "not called: the guard's smoke requests were all busy until the deadline"}
+		return busy
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -229,4 +240,44 @@ func firstLine(body []byte) string {
 		return string(b) + "..."
 	}
 	return string(b)
+}
+
+// namespaceSlots is the share of the Smoker's slots the pods of each
+// namespace may hold. A namespace's semaphore exists only while one of its
+// requests waits or runs.
+type namespaceSlots struct {
+	limit int
+	mu    sync.Mutex
+	sems  map[string]*namespaceSem
+}
+
+type namespaceSem struct {
+	slots chan struct{}
+	users int // guarded by namespaceSlots.mu
+}
+
+// acquire waits for one of ns's slots until ctx ends; ok is false when ctx
+// ended first. release must be called once either way.
+func (n *namespaceSlots) acquire(ctx context.Context, ns string) (ok bool, release func()) {
+	n.mu.Lock()
+	sem := n.sems[ns]
+	if sem == nil {
+		sem = &namespaceSem{slots: make(chan struct{}, n.limit)}
+		n.sems[ns] = sem
+	}
+	sem.users++
+	n.mu.Unlock()
+	leave := func() {
+		n.mu.Lock()
+		if sem.users--; sem.users == 0 {
+			delete(n.sems, ns)
+		}
+		n.mu.Unlock()
+	}
+	select {
+	case sem.slots <- struct{}{}:
+		return true, func() { <-sem.slots; leave() }
+	case <-ctx.Done():
+		return false, leave
+	}
 }
