@@ -321,14 +321,15 @@ func checkGuardRole(t *testing.T, role *rbacv1.ClusterRole) {
 		slices.Sort(got[k])
 	}
 	want := map[string][]string{
-		"services.":                                 {"get"},
-		"deployments.apps":                          {"get"},
-		"replicasets.apps":                          {"list"},
-		"endpointslices.discovery.k8s.io":           {"get", "list"},
+		"services.":                       {"get"},
+		"pods.":                           {"get"},
+		"deployments.apps":                {"get"},
+		"replicasets.apps":                {"list"},
+		"endpointslices.discovery.k8s.io": {"get", "list"},
 		"referencegrants.gateway.networking.k8s.io": {"get", "list"},
-		"secrets.":                                  {"get"},
-		"configmaps.":                               {"get"},
-		"events.":                                   {"create", "patch"},
+		"secrets.":    {"get"},
+		"configmaps.": {"get"},
+		"events.":     {"create", "patch"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ClusterRole %s (-want +got):\n%s", role.Name, diff)
