@@ -182,10 +182,9 @@ func SmokeTested(ctx context.Context, in *Input) ([]Finding, error) {
 	required := spec.required(total)
 	tolerated := total - required
 	passed := len(called) - len(failed)
-	logf.FromContext(ctx).V(1).Info("smoke test", "check", string(CheckSmoke), "service", namespacedName(svc).String(), "path", spec.path,
-		"called", len(called), "passed", passed, "notCalled", notCalled, "required", required)
-
 	log := logf.FromContext(ctx)
+	log.V(1).Info("smoke test", "check", string(CheckSmoke), "service", namespacedName(svc).String(), "path", spec.path,
+		"called", len(called), "passed", passed, "notCalled", notCalled, "required", required)
 	for _, e := range failed {
 		log.Info("smoke test failed", "check", string(CheckSmoke), "service", namespacedName(svc).String(), "pod", e.podName(),
 			"address", e.addr.String(), "reason", string(e.out.reason), "detail", e.out.what)
@@ -208,7 +207,7 @@ func SmokeTested(ctx context.Context, in *Input) ([]Finding, error) {
 			if i == maxSmokeFailuresShown {
 				out = append(out, find(Deny, "service "+svc.Name, e.out.reason,
 					fmt.Sprintf("and %d more endpoints failed the smoke test GET %s", len(failed)-i, spec.path),
-					fmt.Sprintf("kubectl logs -n %s -l %s", svc.Namespace, labels.SelectorFromSet(svc.Spec.Selector))))
+					logsFix(svc)))
 				break
 			}
 			msg := fmt.Sprintf("smoke test GET %s on %s failed: %s", spec.path, endpointName(e), e.out.what)
@@ -349,6 +348,15 @@ func smokeFix(e *smokeEndpoint, svc *corev1.Service) string {
 	}
 	if n := e.podName(); n != "" {
 		return fmt.Sprintf("kubectl logs %s -n %s", n, svc.Namespace)
+	}
+	return logsFix(svc)
+}
+
+// logsFix is the fix for failures not all named: the logs of the
+// Service's pods.
+func logsFix(svc *corev1.Service) string {
+	if len(svc.Spec.Selector) == 0 {
+		return fmt.Sprintf("read the logs of the pods behind service %s: kubectl logs <pod> -n %s", svc.Name, svc.Namespace)
 	}
 	return fmt.Sprintf("kubectl logs -n %s -l %s", svc.Namespace, labels.SelectorFromSet(svc.Spec.Selector))
 }

@@ -244,7 +244,17 @@ func TestSmokeTestedVerdict(t *testing.T) {
 				"smoke test: service app-green has 2 ready endpoints, fewer than cutover-guard.dev/smoke-min-ready 3 of deployment app-green asks for",
 				"scale up, or lower cutover-guard.dev/smoke-min-ready"}},
 		},
-		"smoke-port by name calls the container port": {
+		"past four failures the rest are counted, not named": {
+			annotations: path, pods: []http.Handler{answer(500, ""), answer(500, ""), answer(500, ""), answer(500, ""), answer(500, ""), answer(500, "")},
+			want: []short{
+				{Deny, ReasonSmokeStatus, "pod app-green-0", `smoke test GET /version on pod app-green-0 (127.0.0.10:PORT) failed: status 500; expected 200-299`, logs(0)},
+				{Deny, ReasonSmokeStatus, "pod app-green-1", `smoke test GET /version on pod app-green-1 (127.0.0.11:PORT) failed: status 500; expected 200-299`, logs(1)},
+				{Deny, ReasonSmokeStatus, "pod app-green-2", `smoke test GET /version on pod app-green-2 (127.0.0.12:PORT) failed: status 500; expected 200-299`, logs(2)},
+				{Deny, ReasonSmokeStatus, "pod app-green-3", `smoke test GET /version on pod app-green-3 (127.0.0.13:PORT) failed: status 500; expected 200-299`, logs(3)},
+				{Deny, ReasonSmokeStatus, "service app-green", "and 2 more endpoints failed the smoke test GET /version", "kubectl logs -n production -l app=myapp,version=green"},
+			},
+		},
+		"smoke-port names a port no container declares": {
 			annotations: with(AnnotationSmokePort, "metrics"),
 			pods:        []http.Handler{ok200},
 			want: []short{{Deny, ReasonSmokeAnnotationInvalid, "deployment app-green",
@@ -667,5 +677,27 @@ func TestSmokeNamespaceShareLeavesSlotsForOthers(t *testing.T) {
 	}
 	if p := peak.Load(); p != 2 {
 		t.Errorf("tenant-a's pods had %d requests at once, want its share of 2", p)
+	}
+}
+
+// smoke-port, by name or number, replaces the port the Service maps to.
+func TestSmokePortAnnotation(t *testing.T) {
+	p := &smokePod{handler: ok200}
+	objs := smokeWorld(t, p)
+	sl := objs[2].(*discoveryv1.EndpointSlice)
+	listening := *sl.Ports[0].Port
+	sl.Ports[0].Port = ptr.To[int32](1) // the Service's port: nothing there
+	for name, value := range map[string]string{"by name": "http", "by number": fmt.Sprint(listening)} {
+		t.Run(name, func(t *testing.T) {
+			in := smokeInput(objs, testSmoker(), map[string]string{AnnotationSmokePath: "/", AnnotationSmokePort: value})
+			in.Deployments[0].Spec.Template.Spec.Containers[0].Ports[0].ContainerPort = listening
+			got, err := SmokeTested(t.Context(), in)
+			if err != nil || len(got) > 0 {
+				t.Fatalf("SmokeTested = %v, %v; want a pass on port %d", got, err, listening)
+			}
+		})
+	}
+	if n := p.hits.Load(); n != 2 {
+		t.Errorf("%d requests, want 2", n)
 	}
 }
