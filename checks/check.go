@@ -30,6 +30,9 @@ type Input struct {
 	Reader client.Reader
 	// Prober probes databases; nil leaves DatabaseReachable nothing to do.
 	Prober *probe.Prober
+	// Smoker sends the smoke gate's requests; nil: SmokeTested warns that
+	// the gate is off.
+	Smoker *Smoker
 	// DatabaseEnv names the environment variables that hold a connection
 	// string; empty means DefaultDatabaseURLEnv.
 	DatabaseEnv []string
@@ -62,6 +65,8 @@ type Input struct {
 	UnknownWorkloads UnknownWorkloads
 	// rollouts, set by Guard, remembers that the Rollout API is not served.
 	rollouts *servedAPI
+	// smokeObserved is set by SmokeTested: the pods it read.
+	smokeObserved []Observed
 }
 
 // workloads is what the database check reads: Workloads, or, when only

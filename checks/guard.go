@@ -32,6 +32,9 @@ type Guard struct {
 	Reader client.Reader
 	// Prober probes databases; nil skips the database check with a warning.
 	Prober *probe.Prober
+	// Smoker sends the smoke gate's requests (SmokeTested); nil turns the
+	// gate off: a target that opts in gets a warning.
+	Smoker *Smoker
 	// DatabaseEnv names the environment variables that hold a connection string.
 	DatabaseEnv []string
 	// MaxConcurrentTargets bounds how many targets are checked at once, so a
@@ -217,7 +220,7 @@ func (g *Guard) evaluate(ctx context.Context, t Target, budget *urlBudget) (Resu
 	if unknown == "" {
 		unknown = DefaultUnknownWorkloads
 	}
-	in := Input{Reader: g.Reader, Prober: g.Prober, DatabaseEnv: g.DatabaseEnv, MaxDatabaseURLs: g.MaxDatabaseURLsPerTarget, Target: t,
+	in := Input{Reader: g.Reader, Prober: g.Prober, Smoker: g.Smoker, DatabaseEnv: g.DatabaseEnv, MaxDatabaseURLs: g.MaxDatabaseURLsPerTarget, Target: t,
 		UnknownWorkloads: unknown, requestURLs: budget, namespaceURLs: g.urlsN, rollouts: &g.rollouts}
 	in, done, err := runCheck(ctx, in, &res, CheckReference, Reference)
 	if err != nil || !done || in.Service == nil {
@@ -261,6 +264,18 @@ func (g *Guard) evaluate(ctx context.Context, t Target, budget *urlBudget) (Resu
 		for _, w := range in.Workloads {
 			local.Observed = append(local.Observed, observedObject(w.Kind, w.Object))
 		}
+		// The smoke gate (opt-in) reads the workloads' annotations: it
+		// runs beside the database check, neither waiting for the other.
+		if smokeOptedIn(&in) {
+			wg.Go(func() {
+				var smoke Result
+				out, done, err := runCheck(ctx, in, &smoke, CheckSmoke, SmokeTested)
+				if done {
+					smoke.Observed = append(smoke.Observed, out.smokeObserved...)
+				}
+				merge(&smoke, err)
+			})
+		}
 		if g.Prober == nil {
 			local.Findings = append(local.Findings, Finding{Check: CheckDatabase, Severity: Warn, Service: t.Service, Reason: ReasonDatabaseNotChecked,
 				Message: "database not checked (the guard runs with --skip-database-check)"})
@@ -287,7 +302,7 @@ func timedOut(t Target, c Check, took time.Duration) Result {
 }
 
 func checkOrder(c Check) int {
-	return slices.Index([]Check{CheckReference, CheckDeployment, CheckEndpoints, CheckDatabase}, c)
+	return slices.Index([]Check{CheckReference, CheckDeployment, CheckEndpoints, CheckDatabase, CheckSmoke}, c)
 }
 
 // runCheck runs check c (fn) on a copy of in, waiting no longer than ctx

@@ -110,6 +110,7 @@ func TestRBAC(t *testing.T) {
 		{"reference check reads a matching ReferenceGrant by name", []string{"get", "referencegrants.gateway.networking.k8s.io", ns}, true},
 		{"database check reads a Secret by name", []string{"get", "secrets/app-db", ns}, true},
 		{"database check reads a ConfigMap by name", []string{"get", "configmaps/app-config", ns}, true},
+		{"smoke gate reads an endpoint's Pod by name", []string{"get", "pods/app-green-1", ns}, true},
 		// package webhook: the CutoverDenied Event
 		{"denials create an Event", []string{"create", "events", ns}, true},
 		{"repeated denials patch the Event", []string{"patch", "events", ns}, true},
@@ -150,6 +151,7 @@ func TestRBAC(t *testing.T) {
 		{"no changing Pods", []string{"delete", "pods", ns}, false},
 		{"no listing StatefulSets: cost would grow with the namespace", []string{"list", "statefulsets.apps", ns}, false},
 		{"no listing DaemonSets", []string{"list", "daemonsets.apps", ns}, false},
+		{"no proxying to Pods", []string{"get", "pods", "--subresource=proxy", ns}, false},
 		{"no events.k8s.io Events", []string{"create", "events.events.k8s.io", ns}, false},
 		{"no deleting Events", []string{"delete", "events", ns}, false},
 		{"no other webhook configuration", []string{"update", "validatingwebhookconfigurations.admissionregistration.k8s.io/other"}, false},

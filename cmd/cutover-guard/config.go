@@ -45,7 +45,9 @@ type Config struct {
 	DBProbesPerNamespacePerMinute int
 	EnableHTTP2                   bool
 	SkipDatabase                  bool
-	Zap                           zap.Options
+	// SmokeChecks runs the opt-in smoke gate (cutover-guard.dev/smoke-path).
+	SmokeChecks bool
+	Zap         zap.Options
 	// OverrideGroups are the users and groups who may let a denied switch
 	// through with the cutover-guard.dev/override annotation; empty: nobody.
 	OverrideGroups []string
@@ -106,6 +108,7 @@ func parseFlags(name string, args []string) (Config, error) {
 	fs.IntVar(&cfg.DBProbesPerNamespacePerMinute, "db-probes-per-namespace-per-minute", checks.DefaultDatabaseURLsPerNamespacePerMinute, "distinct connection strings probed per minute for the Deployments of one namespace; past it a string is denied without a probe (DatabaseBudgetExceeded)")
 	fs.BoolVar(&cfg.EnableHTTP2, "enable-http2", false, "serve the webhook over HTTP/2 as well as HTTP/1.1")
 	fs.BoolVar(&cfg.SkipDatabase, "skip-database-check", false, "do not probe databases (each checked target then gets a warning)")
+	fs.BoolVar(&cfg.SmokeChecks, "smoke-checks", checks.DefaultSmokeChecks, "run the smoke gate for targets that opt in with the cutover-guard.dev/smoke-path annotation (a GET on each ready pod); false: they get a warning instead")
 	fs.BoolVar(&cfg.DisableCertRotation, "disable-cert-rotation", false, "do not bootstrap, inject or rotate the serving certificate; serve the tls.crt and tls.key that another tool (cert-manager) puts in --cert-dir")
 	fs.StringVar(&cfg.Certs.Namespace, "namespace", certs.DefaultNamespace, "namespace of the guard's Service and certificate Secret")
 	fs.StringVar(&cfg.Certs.SecretName, "cert-secret-name", certs.DefaultSecretName, "Secret (in --namespace) that keeps the CA and serving certificate; it must exist and is filled by the guard")

@@ -152,6 +152,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		RedactUnreadable         bool
 		UnknownWorkloads         checks.UnknownWorkloads
 		CheckCreate              bool
+		SmokeChecks              bool
 	}
 	want := defaults{
 		Port: crwebhook.DefaultPort, MetricsAddr: metricsserver.DefaultBindAddress,
@@ -166,6 +167,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		RedactUnreadable: webhook.DefaultRedactUnreadable,
 		UnknownWorkloads: checks.DefaultUnknownWorkloads,
 		CheckCreate:      webhook.DefaultCheckCreate,
+		SmokeChecks:      checks.DefaultSmokeChecks,
 	}
 	got := defaults{
 		Port: c.Port, MetricsAddr: c.MetricsAddr,
@@ -180,6 +182,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		RedactUnreadable: c.RedactUnreadable,
 		UnknownWorkloads: c.UnknownWorkloads,
 		CheckCreate:      c.CheckCreate,
+		SmokeChecks:      c.SmokeChecks,
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("flag defaults (-package defaults +flags):\n%s", diff)

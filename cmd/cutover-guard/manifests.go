@@ -17,7 +17,8 @@ package main
 // StatefulSets, DaemonSets, Argo Rollouts, and pods without a controller. A
 // selector switch lists the newly selected pods whole, for their readiness
 // and ports. RBAC cannot restrict a pod list to metadata: docs/security.md
-// says what the list of pods gives the guard.
+// says what the list of pods gives the guard. The smoke gate reads each
+// endpoint's Pod by name before calling its address.
 //
 // +kubebuilder:rbac:groups="",resources=services,verbs=get
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;daemonsets,verbs=get

@@ -75,6 +75,9 @@ func run(ctx context.Context, cfg Config) error {
 			Observe:      metrics.ObserveProbe,
 		})
 	}
+	if cfg.SmokeChecks {
+		guard.Smoker = checks.NewSmoker(checks.SmokeOptions{PrivateCIDRs: cfg.PrivateCIDRs, Version: buildVersion()})
+	}
 	var access webhook.AccessReviewer
 	if cfg.RedactUnreadable {
 		access = webhook.NewSubjectAccessReviewer(mgr.GetClient(), webhook.DefaultAccessReviewTTL, webhook.DefaultAccessReviewCacheSize)

@@ -86,7 +86,14 @@ type Options struct {
 	// (Common Name WebhookClientCN) from a throwaway CA, whose certificate
 	// is Cluster.WebhookClientCAFile. Off: it calls them without one.
 	WebhookClientCert bool
+	// PodCIDR is where kwok gives pods their addresses (its --cidr);
+	// default DefaultPodCIDR. A test whose pods really answer sets it to
+	// a range it serves (see internal/netns).
+	PodCIDR string
 }
+
+// DefaultPodCIDR is the default of Options.PodCIDR.
+const DefaultPodCIDR = "10.244.0.0/16"
 
 // Cluster is a running local control plane.
 type Cluster struct {
@@ -143,6 +150,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, retErr error) {
 	}
 	if opts.Timeout == 0 {
 		opts.Timeout = 2 * time.Minute
+	}
+	if opts.PodCIDR == "" {
+		opts.PodCIDR = DefaultPodCIDR
 	}
 	if opts.ToolsDir == "" {
 		d, err := ToolsDir()
@@ -344,7 +354,7 @@ func (c *Cluster) startComponents() error {
 		"--server-address=127.0.0.1:" + strconv.Itoa(kwokPort),
 		"--node-ip=127.0.0.1",
 		"--node-port=" + strconv.Itoa(kwokPort),
-		"--cidr=10.244.0.0/16",
+		"--cidr=" + c.opts.PodCIDR,
 	}
 	// KWOK_WORKDIR keeps kwok from reading ~/.kwok/kwok.yaml.
 	kwokEnv := []string{"KWOK_WORKDIR=" + filepath.Join(c.workDir, "kwok")}

@@ -34,6 +34,8 @@ type StackOptions struct {
 	// WriteManifests writes the tutorial's manifest files into
 	// Dir/manifests, for kubectl commands that name them.
 	WriteManifests bool
+	// PodCIDR is the control plane's pod range (cluster.Options.PodCIDR).
+	PodCIDR string
 }
 
 // Stack is what an end-to-end suite runs against: a local control plane,
@@ -63,7 +65,7 @@ func StartStack(ctx context.Context, o StackOptions) (*Stack, error) {
 	built := make(chan error, 1)
 	go func() { built <- BuildGuard(ctx, binary) }()
 
-	c, err := cluster.Start(ctx, cluster.Options{ToolsDir: o.ToolsDir, Logf: log.Printf, KeepLogs: true, WebhookClientCert: o.AuthenticateAPIServer})
+	c, err := cluster.Start(ctx, cluster.Options{ToolsDir: o.ToolsDir, Logf: log.Printf, KeepLogs: true, WebhookClientCert: o.AuthenticateAPIServer, PodCIDR: o.PodCIDR})
 	if err != nil {
 		return nil, errors.Join(err, <-built)
 	}
