@@ -20,7 +20,17 @@ import (
 const (
 	stageConnect = "connect"
 	stageQuery   = "query"
+	// stageSchema is a schema query's statement, run instead of SELECT 1.
+	stageSchema = "schema"
 )
+
+// statementOf names what a query stage ran, for messages.
+func statementOf(stage string) string {
+	if stage == stageSchema {
+		return "the schema query"
+	}
+	return "SELECT 1"
+}
 
 // reachableOnly checks a connection string without a user: it can only show
 // that a TCP connection opens.
@@ -60,17 +70,17 @@ func (p *Prober) classify(ctx context.Context, d *dsn, t *dialTracker, stage str
 	var tooLong *pgproto3.ExceededMaxBodyLenErr
 	if st.oversized || errors.As(err, &tooLong) {
 		return deny(ReasonProbeFailed,
-			fmt.Sprintf("%s sent more than %d KiB, which no %s server sends to a login and SELECT 1", at, maxMessageLen>>10, d.driver),
+			fmt.Sprintf("%s sent more than %d KiB, which no %s server sends to a login and %s", at, maxMessageLen>>10, d.driver, statementOf(stage)),
 			inSource("check the scheme, host and port in ", ""))
 	}
-	if stage == stageQuery {
+	if stage == stageQuery || stage == stageSchema {
 		if ctx.Err() != nil {
 			return deny(ReasonQueryFailed,
-				fmt.Sprintf("%s did not answer SELECT 1 within %s", at, p.timeout),
+				fmt.Sprintf("%s did not answer %s within %s", at, statementOf(stage), p.timeout),
 				plain("check the database's load and health"))
 		}
 		return deny(ReasonQueryFailed,
-			fmt.Sprintf("%s accepted the login but SELECT 1 failed", at),
+			fmt.Sprintf("%s accepted the login but %s failed", at, statementOf(stage)),
 			plain("check the database's health"))
 	}
 	if st.tlsRefused || errors.Is(err, mysql.ErrNoTLS) {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
-func (p *Prober) connectPostgres(ctx context.Context, d *dsn, t *dialTracker, addrs map[string][]netip.Addr) (string, error) {
+func (p *Prober) connectPostgres(ctx context.Context, d *dsn, t *dialTracker, addrs map[string][]netip.Addr, q *SchemaQuery) (string, *SchemaState, error) {
 	cfg := d.pg
 	cfg.ConnectTimeout = 0
 	cfg.DialFunc = t.dial
@@ -50,28 +51,88 @@ func (p *Prober) connectPostgres(ctx context.Context, d *dsn, t *dialTracker, ad
 	cfg.OnNotification = nil
 	// The only run-time parameter sent: none of the string's reach here.
 	cfg.RuntimeParams = map[string]string{"application_name": "cutover-guard"}
+	if q != nil {
+		// A schema query's session is read-only and its statement
+		// bounded by the server too, both set at login by the guard.
+		cfg.RuntimeParams["default_transaction_read_only"] = "on"
+		cfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(statementTimeout(ctx).Milliseconds(), 10)
+	}
 
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return stageConnect, err
+		return stageConnect, nil, err
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 100*time.Millisecond)
 		defer cancel()
 		_ = conn.Close(cctx)
 	}()
-	if _, err := conn.Exec(ctx, "SELECT 1").ReadAll(); err != nil {
-		return stageQuery, err
+	if q != nil {
+		s, err := pgSchema(ctx, conn, q)
+		if err != nil {
+			return stageSchema, nil, err
+		}
+		return "", s, nil
 	}
-	return "", nil
+	if _, err := conn.Exec(ctx, "SELECT 1").ReadAll(); err != nil {
+		return stageQuery, nil, err
+	}
+	return "", nil, nil
+}
+
+// pgSchema runs q's one statement on conn, with its parameters bound (never
+// written into the statement).
+func pgSchema(ctx context.Context, conn *pgconn.PgConn, q *SchemaQuery) (*SchemaState, error) {
+	sql, args := schemaSQL(q, true)
+	params := make([][]byte, len(args))
+	for i, a := range args {
+		params[i] = []byte(a)
+	}
+	res := conn.ExecParams(ctx, sql, params, nil, nil, nil).Read()
+	if res.Err != nil {
+		var e *pgconn.PgError
+		// undefined_table, invalid_schema_name, undefined_column: the
+		// tool's table is not there (or is not the tool's).
+		if errors.As(res.Err, &e) && (e.Code == "42P01" || e.Code == "3F000" || e.Code == "42703") {
+			return &SchemaState{Tool: q.Tool, Missing: true}, nil
+		}
+		return nil, res.Err
+	}
+	if len(res.Rows) != 1 {
+		return nil, fmt.Errorf("schema query returned %d rows", len(res.Rows))
+	}
+	row := make([]*string, len(res.Rows[0]))
+	for i, v := range res.Rows[0] {
+		if v != nil {
+			s := string(v)
+			row[i] = &s
+		}
+	}
+	return schemaState(q, row)
+}
+
+// statementTimeout is three quarters of what is left of ctx's deadline, at
+// least 1 ms and at most DefaultTimeout: the server ends the schema
+// statement, and says so, before the probe gives up on the connection.
+func statementTimeout(ctx context.Context) time.Duration {
+	d := DefaultTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		d = min(d, time.Until(dl)*3/4)
+	}
+	return max(d, time.Millisecond)
 }
 
 func pgServerError(d *dsn, e *pgconn.PgError, stage string) Result {
 	at := "database at " + d.addr()
 	user, db := Printable(d.user), Printable(d.database)
-	if stage == stageQuery {
+	if stage == stageSchema && e.Code == "57014" { // query_canceled: the statement timeout
 		return deny(ReasonQueryFailed,
-			fmt.Sprintf("%s accepted the login but SELECT 1 failed (SQLSTATE %s)", at, sqlState(e.Code)),
+			fmt.Sprintf("%s did not answer the schema query within its statement timeout", at),
+			plain("check the database's load and the migration table's size"))
+	}
+	if stage == stageQuery || stage == stageSchema {
+		return deny(ReasonQueryFailed,
+			fmt.Sprintf("%s accepted the login but %s failed (SQLSTATE %s)", at, statementOf(stage), sqlState(e.Code)),
 			plain("check the database's health"))
 	}
 	switch e.Code {

@@ -181,19 +181,34 @@ func NewProber(o ProberOptions) *Prober {
 // case the error is ctx's, and the probe runs on only if another caller
 // still waits for it (see flight).
 func (p *Prober) Probe(ctx context.Context, raw string) (Result, error) {
+	return p.observed(ctx, raw, nil)
+}
+
+// ProbeSchema probes raw as Probe does and, once logged in, reads over the
+// same connection where the migrations of q.Tool stand instead of running
+// SELECT 1: a Result that passed carries it in Schema. The read is one
+// statement in a read-only transaction under a statement timeout (see
+// SchemaQuery). Its result is cached and shared like a probe's, keyed by
+// the string and the query: a pass, with its schema state, is reused for at
+// most the pass TTL.
+func (p *Prober) ProbeSchema(ctx context.Context, raw string, q SchemaQuery) (Result, error) {
+	return p.observed(ctx, raw, &q)
+}
+
+func (p *Prober) observed(ctx context.Context, raw string, q *SchemaQuery) (Result, error) {
 	start := time.Now()
-	res, cached, err := p.probe(ctx, raw)
+	res, cached, err := p.probe(ctx, raw, q)
 	if err == nil && p.observe != nil {
 		p.observe(res.Reason, cached, time.Since(start))
 	}
 	return res, err
 }
 
-func (p *Prober) probe(ctx context.Context, raw string) (_ Result, cached bool, _ error) {
+func (p *Prober) probe(ctx context.Context, raw string, q *SchemaQuery) (_ Result, cached bool, _ error) {
 	// The cache is consulted before parsing: only a string that parsed is
 	// ever cached, and parsing a postgres URL reads files (pgpass, service
 	// file), which cost a cached answer most of its time.
-	key := sha256.Sum256([]byte(raw))
+	key := sha256.Sum256([]byte(raw + q.key()))
 	if r, ok := p.lookupCache(key); ok {
 		return r, true, nil
 	}
@@ -212,7 +227,7 @@ func (p *Prober) probe(ctx context.Context, raw string) (_ Result, cached bool, 
 		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		f = &flight{done: make(chan struct{}), cancel: cancel}
 		p.inFlight[fk] = f
-		go p.fly(fctx, fk, f, d)
+		go p.fly(fctx, fk, f, d, q)
 	}
 	f.callers++
 	if dl, ok := ctx.Deadline(); !ok {
@@ -245,7 +260,7 @@ func (p *Prober) probe(ctx context.Context, raw string) (_ Result, cached bool, 
 // and gives the callers of f the result. The tenant's slot comes first, so
 // that a tenant past its share waits without holding a slot another
 // tenant could use.
-func (p *Prober) fly(ctx context.Context, fk flightKey, f *flight, d *dsn) {
+func (p *Prober) fly(ctx context.Context, fk flightKey, f *flight, d *dsn, q *SchemaQuery) {
 	defer f.cancel()
 	key := fk.dsn
 	ok, release := p.tenants.acquire(ctx, fk.tenant)
@@ -278,7 +293,7 @@ func (p *Prober) fly(ctx context.Context, fk flightKey, f *flight, d *dsn) {
 	r, ok := p.lookupCache(key)
 	if !ok {
 		f.ran = true
-		r = p.runRecovered(ctx, d)
+		r = p.runRecovered(ctx, d, q)
 		if ctx.Err() == nil { // a probe cut short says nothing about the database
 			p.storeCache(key, r)
 		}
@@ -295,7 +310,7 @@ func (p *Prober) fly(ctx context.Context, fk flightKey, f *flight, d *dsn) {
 // runRecovered is run, with a panic turned into a denial: the probe runs on
 // its own goroutine, where a panic would end the process, and its value may
 // hold the connection string.
-func (p *Prober) runRecovered(ctx context.Context, d *dsn) (r Result) {
+func (p *Prober) runRecovered(ctx context.Context, d *dsn, q *SchemaQuery) (r Result) {
 	defer func() {
 		if recover() != nil {
 			r = deny(ReasonProbeFailed,
@@ -303,12 +318,13 @@ func (p *Prober) runRecovered(ctx context.Context, d *dsn) (r Result) {
 				plain("retry; if this repeats, report it"))
 		}
 	}()
-	return p.run(ctx, d)
+	return p.run(ctx, d, q)
 }
 
 // run probes d in order: host private, TCP connect, TLS, authentication,
-// database exists, SELECT 1. The first failure ends it.
-func (p *Prober) run(ctx context.Context, d *dsn) Result {
+// database exists, SELECT 1 (or q's schema query). The first failure ends
+// it.
+func (p *Prober) run(ctx context.Context, d *dsn, q *SchemaQuery) Result {
 	ctx, cancel := context.WithTimeout(context.WithValue(ctx, probeDial{}, true), p.timeout)
 	defer cancel()
 
@@ -322,14 +338,15 @@ func (p *Prober) run(ctx context.Context, d *dsn) Result {
 	}
 	var err error
 	var stage string
+	var schema *SchemaState
 	switch d.driver {
 	case driverPostgres:
-		stage, err = p.connectPostgres(ctx, d, t, addrs)
+		stage, schema, err = p.connectPostgres(ctx, d, t, addrs, q)
 	case driverMySQL:
-		stage, err = p.connectMySQL(ctx, d, t, addrs)
+		stage, schema, err = p.connectMySQL(ctx, d, t, addrs, q)
 	}
 	if err == nil {
-		return Result{Reason: ReasonReachable, ChainNotVerified: d.caFileIgnored}
+		return Result{Reason: ReasonReachable, ChainNotVerified: d.caFileIgnored, Schema: schema}
 	}
 	return p.classify(ctx, d, t, stage, err)
 }

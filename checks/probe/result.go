@@ -49,6 +49,9 @@ type Result struct {
 	// in general terms (refused, timed out, reset, no route: "not
 	// reachable"), for the guard's log; never rendered to the requester.
 	Detail string
+	// Schema is, for a probe with a SchemaQuery that passed, where the
+	// database's migrations stand; nil otherwise.
+	Schema *SchemaState
 }
 
 // Passed reports whether every stage of the probe passed.
