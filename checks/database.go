@@ -132,6 +132,9 @@ func DatabaseReachable(ctx context.Context, in *Input) ([]Finding, error) {
 	if err != nil {
 		return nil, err
 	}
+	specs, bad := schemaSpecs(svc, workloads)
+	findings = append(findings, bad...)
+	findings = append(findings, schemaWithoutDatabase(svc, workloads, specs, uses, in.DatabaseEnv)...)
 	// Past the caps the target is denied; the strings within them are
 	// still probed (at most the cap), so their findings come along.
 	limit := in.MaxDatabaseURLs
@@ -172,17 +175,43 @@ func DatabaseReachable(ctx context.Context, in *Input) ([]Finding, error) {
 	}
 	uses = kept
 	pctx := probe.WithTenant(ctx, ns)
-	results := make([]probe.Result, len(uses))
+	// A string used by workloads that declare a schema tool is probed with
+	// their schema query instead of SELECT 1 (once per distinct query):
+	// the first probe's result is the database check's.
+	jobs := probeJobs(uses, specs)
+	for _, j := range jobs {
+		if j.query != nil {
+			logf.FromContext(ctx).V(1).Info("schema query", "check", string(CheckSchema), "service", svc.String(),
+				"source", uses[j.use].src.String(), "tool", string(j.query.Tool))
+		}
+	}
 	var g errgroup.Group
 	g.SetLimit(maxConcurrentProbes)
-	for i, u := range uses {
+	for i := range jobs {
+		j := &jobs[i]
 		g.Go(func() (err error) {
-			results[i], err = in.Prober.Probe(pctx, u.value)
+			if j.query == nil {
+				j.res, err = in.Prober.Probe(pctx, uses[j.use].value)
+			} else {
+				j.res, err = in.Prober.ProbeSchema(pctx, uses[j.use].value, *j.query)
+			}
 			return err
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return nil, fmt.Errorf("probing the database of service %s: %w", svc, err)
+	}
+	results := make([]probe.Result, len(uses))
+	for _, j := range slices.Backward(jobs) {
+		results[j.use] = j.res // the use's first job last: its result stands
+	}
+	for _, j := range jobs {
+		if !j.res.Passed() || j.res.Schema == nil {
+			continue // the database check's finding says why
+		}
+		for _, wi := range j.workloads {
+			findings = append(findings, schemaVerdict(svc, specs[wi], uses[j.use].src, j.res.Schema)...)
+		}
 	}
 	for i, r := range results {
 		if r.Detail != "" {
@@ -255,4 +284,68 @@ func uncheckedStrings(n int, svc types.NamespacedName) string {
 		return fmt.Sprintf("1 connection string of service %s was", svc)
 	}
 	return fmt.Sprintf("%d connection strings of service %s were", n, svc)
+}
+
+// probeJob is one probe of a connection string: SELECT 1 (query nil), or
+// the schema query of the workloads that declare it.
+type probeJob struct {
+	use       int // index in uses
+	query     *probe.SchemaQuery
+	workloads []int // the workloads (indexes) whose spec asks for query
+	res       probe.Result
+}
+
+// probeJobs is the probes of uses, in order: for each string, one per
+// distinct schema query its workloads' specs ask for, or SELECT 1 when none
+// declares a tool.
+func probeJobs(uses []dsnUse, specs []*schemaSpec) []probeJob {
+	var jobs []probeJob
+	for ui, u := range uses {
+		first := len(jobs)
+		for _, wi := range u.workloads {
+			s := specs[wi]
+			if s == nil {
+				continue
+			}
+			q := s.query()
+			at := slices.IndexFunc(jobs[first:], func(j probeJob) bool { return *j.query == q })
+			if at < 0 {
+				jobs = append(jobs, probeJob{use: ui, query: &q})
+				at = len(jobs) - 1 - first
+			}
+			jobs[first+at].workloads = append(jobs[first+at].workloads, wi)
+		}
+		if len(jobs) == first {
+			jobs = append(jobs, probeJob{use: ui})
+		}
+	}
+	return jobs
+}
+
+// schemaWithoutDatabase denies each workload that declares a schema tool
+// but uses no connection string the guard found: the gate has nothing to
+// read.
+func schemaWithoutDatabase(svc types.NamespacedName, workloads []Workload, specs []*schemaSpec, uses []dsnUse, envNames []string) []Finding {
+	var out []Finding
+	for wi, s := range specs {
+		if s == nil || slices.ContainsFunc(uses, func(u dsnUse) bool { return slices.Contains(u.workloads, wi) }) {
+			continue
+		}
+		names := envNames
+		if len(names) == 0 {
+			names = []string{DefaultDatabaseURLEnv}
+		}
+		if a, ok := workloads[wi].Object.GetAnnotations()[AnnotationDatabaseURLEnv]; ok {
+			names, _ = splitNames(a, maxAnnotationEnvNames)
+		}
+		looked := "no env vars (annotation " + AnnotationDatabaseURLEnv + " is empty)"
+		if len(names) > 0 {
+			looked = nameList(names)
+		}
+		out = append(out, Finding{Check: CheckSchema, Severity: Deny, Service: svc, Object: s.workload, Reason: ReasonSchemaNoDatabase,
+			Message: fmt.Sprintf("%s declares %s %s but the guard found no connection string in its containers to read the %s table over (looked for %s)",
+				s.workload, AnnotationSchemaTool, s.tool, s.tool.Table(), looked),
+			Fix: fmt.Sprintf("name the env var holding the connection string in annotation %s, or remove %s", AnnotationDatabaseURLEnv, AnnotationSchemaTool)})
+	}
+	return out
 }

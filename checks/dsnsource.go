@@ -17,6 +17,8 @@ import (
 type dsnUse struct {
 	value string
 	src   dsnSource
+	// workloads are the indexes of the workloads whose containers use it.
+	workloads []int
 }
 
 // discoverDSNs collects the distinct connection strings of the workloads'
@@ -29,7 +31,8 @@ func discoverDSNs(ctx context.Context, r client.Reader, svc types.NamespacedName
 	}
 	res := newEnvResolver(ctx, r, svc, workloads, envNames)
 	var uses []dsnUse
-	seen := map[string]bool{}
+	// seen is the index in uses of each value found, -1 for one too long.
+	seen := map[string]int{}
 	var looked []string
 	firstChecked := ""
 	for i := range workloads {
@@ -78,16 +81,22 @@ func discoverDSNs(ctx context.Context, r client.Reader, svc types.NamespacedName
 				if v.tooLong != "" {
 					res.tooLong(dep, c, n, v)
 				}
-				if !v.ok || seen[v.v] {
+				if !v.ok {
+					continue
+				}
+				if at, ok := seen[v.v]; ok {
+					if at >= 0 && !slices.Contains(uses[at].workloads, i) {
+						uses[at].workloads = append(uses[at].workloads, i)
+					}
 					continue
 				}
 				if len(v.v) > maxDSNLen {
-					seen[v.v] = true
+					seen[v.v] = -1
 					res.add(dsnTooLong(svc, dep, c, n, v.src))
 					continue
 				}
-				seen[v.v] = true
-				uses = append(uses, dsnUse{value: v.v, src: v.src})
+				seen[v.v] = len(uses)
+				uses = append(uses, dsnUse{value: v.v, src: v.src, workloads: []int{i}})
 			}
 		}
 	}

@@ -302,7 +302,7 @@ func timedOut(t Target, c Check, took time.Duration) Result {
 }
 
 func checkOrder(c Check) int {
-	return slices.Index([]Check{CheckReference, CheckDeployment, CheckEndpoints, CheckDatabase, CheckSmoke}, c)
+	return slices.Index([]Check{CheckReference, CheckDeployment, CheckEndpoints, CheckDatabase, CheckSchema, CheckSmoke}, c)
 }
 
 // runCheck runs check c (fn) on a copy of in, waiting no longer than ctx

@@ -13,12 +13,12 @@ import (
 	"testing/fstest"
 	"time"
 
+	_ "github.com/go-sql-driver/mysql" // database/sql driver "mysql" for the tools
 	"github.com/golang-migrate/migrate/v4"
 	migratemysql "github.com/golang-migrate/migrate/v4/database/mysql"
 	migratepgx "github.com/golang-migrate/migrate/v4/database/pgx/v5"
 	"github.com/golang-migrate/migrate/v4/source/iofs"
 	"github.com/google/go-cmp/cmp"
-	_ "github.com/go-sql-driver/mysql" // database/sql driver "mysql" for the tools
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx" for the tools
 	"github.com/pressly/goose/v3"
 
