@@ -122,6 +122,12 @@ func (b *urlBudget) take(dsn string) bool {
 // connection string gets one Warn finding. A nil Prober, or no Deployments,
 // finds nothing. A Secret or ConfigMap that cannot be read (other than
 // NotFound), or ctx ending before a probe does, is an error.
+//
+// It also runs the schema gate: a string used by a workload with
+// AnnotationSchemaTool is probed with that tool's schema query instead of
+// SELECT 1 (Prober.ProbeSchema), and the state read is judged against the
+// workload's AnnotationSchemaMin and AnnotationSchemaMax (schemaVerdict);
+// those findings have Check CheckSchema.
 func DatabaseReachable(ctx context.Context, in *Input) ([]Finding, error) {
 	workloads := in.workloads()
 	if in.Prober == nil || len(workloads) == 0 {

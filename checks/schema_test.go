@@ -156,8 +156,8 @@ func TestSchemaVerdicts(t *testing.T) {
 		state probe.SchemaState
 		want  []verdict
 	}{
-		"inside the range": {spec: spec(probe.ToolGolangMigrate, "5", "7"), state: probe.SchemaState{Version: "6"}},
-		"at both ends": {spec: spec(probe.ToolFlyway, "2.1", "2.1.0"), state: probe.SchemaState{Version: "2.1"}},
+		"inside the range":      {spec: spec(probe.ToolGolangMigrate, "5", "7"), state: probe.SchemaState{Version: "6"}},
+		"at both ends":          {spec: spec(probe.ToolFlyway, "2.1", "2.1.0"), state: probe.SchemaState{Version: "2.1"}},
 		"the tool alone, clean": {spec: spec(probe.ToolGoose, "", ""), state: probe.SchemaState{Version: "3"}},
 		"behind": {spec: spec(probe.ToolGolangMigrate, "5", ""), state: probe.SchemaState{Version: "4"},
 			want: []verdict{{"SchemaBehind", "deployment app-green needs 5 (cutover-guard.dev/schema-min) but the golang-migrate schema of " + db + " is at version 4",
@@ -190,7 +190,7 @@ func TestSchemaVerdicts(t *testing.T) {
 			want: []verdict{{"SchemaAhead", "deployment app-green runs on schemas up to shop.0002_order_email (cutover-guard.dev/schema-max) but the django schema of " + db + " has moved on: 1 migration of app shop was applied after it: its code would break on it",
 				"keep the traffic where it is and roll forward instead; switching back to app-green needs the schema migrated down to shop.0002_order_email first"}}},
 		"a max that was never applied: nothing after it": {spec: spec(probe.ToolAtlas, "", "20240301000000"), state: probe.SchemaState{Version: "20240201000000"}},
-		"alembic at a listed revision": {spec: spec(probe.ToolAlembic, "ae1027a6acf,27c6a30d7c24", ""), state: probe.SchemaState{Version: "27c6a30d7c24", Heads: []string{"27c6a30d7c24"}, HeadCount: 1}},
+		"alembic at a listed revision":                   {spec: spec(probe.ToolAlembic, "ae1027a6acf,27c6a30d7c24", ""), state: probe.SchemaState{Version: "27c6a30d7c24", Heads: []string{"27c6a30d7c24"}, HeadCount: 1}},
 		"alembic elsewhere": {spec: spec(probe.ToolAlembic, "ae1027a6acf", ""), state: probe.SchemaState{Version: "1975ea83b712", Heads: []string{"1975ea83b712"}, HeadCount: 1},
 			want: []verdict{{"SchemaBehind", "deployment app-green needs ae1027a6acf (cutover-guard.dev/schema-min) but the alembic schema of " + db + " is at revision 1975ea83b712",
 				"run app-green's migrations: alembic upgrade head, then retry"}}},
