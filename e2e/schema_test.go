@@ -14,6 +14,7 @@ import (
 	migratepgx "github.com/golang-migrate/migrate/v4/database/pgx/v5"
 	"github.com/golang-migrate/migrate/v4/source/iofs"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx" for golang-migrate
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/cutover-guard/cutover-guard/e2e/tutorial"
 )
@@ -103,38 +104,34 @@ func TestSchemaGateExpandContract(t *testing.T) {
 		_ = tutorial.SetSecret(context.Background(), e.kube, tutorial.Namespace, postgresDSN)
 	})
 
-	// A pass is reused for up to a second: a verdict right after a
-	// migration may still be the one before. Each switch is retried
-	// until its verdict is the expected one, with a deadline.
+	// A pass, with the schema state it read, is reused for up to a
+	// second: a verdict right after a migration may still be the one
+	// before. Each switch is first tried with --dry-run=server (checked
+	// alike, changing nothing) until its verdict is the expected one, with
+	// a deadline; then it is made for real and must get that verdict.
 	const src0 = "the database in secret production/db-credentials key url"
+	settle := func(cmd string, deny bool, want []string) {
+		t.Helper()
+		err := wait.PollUntilContextTimeout(t.Context(), 200*time.Millisecond, 15*time.Second, true, func(context.Context) (bool, error) {
+			r := e.kubectl().Shell(t.Context(), cmd+" --dry-run=server")
+			if deny {
+				return r.Denied() && containsAll(r.Output, want), nil
+			}
+			return r.OK(), nil
+		})
+		if err != nil {
+			t.Logf("the dry run never got the expected verdict: %v", err)
+		}
+	}
 	denied := func(cmd string, want ...string) {
 		t.Helper()
-		var r *tutorial.Result
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			r = e.sh(t, cmd)
-			if r.Denied() && containsAll(r.Output, want) {
-				break
-			}
-			if time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		requireDenied(t, r, tutorial.HTTPRouteWebhook, want...)
+		settle(cmd, true, want)
+		requireDenied(t, e.sh(t, cmd), tutorial.HTTPRouteWebhook, want...)
 	}
 	allowed := func(cmd string) {
 		t.Helper()
-		var r *tutorial.Result
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			r = e.sh(t, cmd)
-			if r.OK() || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		requireOutput(t, r, tutorial.PatchedOutput)
+		settle(cmd, false, nil)
+		requireOutput(t, e.sh(t, cmd), tutorial.PatchedOutput)
 	}
 
 	// Before green's migration: denied, with the fix.
