@@ -47,6 +47,7 @@ fuzz: ## every fuzz target, briefly
 	$(GO) test -run='^$$' -fuzz='^FuzzParseDSN$$' -fuzztime=$(FUZZTIME) $(FUZZFLAGS) ./checks/probe
 	$(GO) test -run='^$$' -fuzz='^FuzzExpandEnv$$' -fuzztime=$(FUZZTIME) $(FUZZFLAGS) ./checks
 	$(GO) test -run='^$$' -fuzz='^FuzzParseSmoke$$' -fuzztime=$(FUZZTIME) $(FUZZFLAGS) ./checks
+	$(GO) test -run='^$$' -fuzz='^FuzzParseSchemaSpec$$' -fuzztime=$(FUZZTIME) $(FUZZFLAGS) ./checks
 
 # CUTOVER_GUARD_TEST_REQUIRED=1 (internal/testenv): a test that finds the
 # tools or a database missing fails instead of skipping.

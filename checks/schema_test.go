@@ -335,3 +335,44 @@ func TestSchemaGateDatabaseReachable(t *testing.T) {
 		t.Errorf("missing table: reasons %v", got)
 	}
 }
+
+// Whatever a namespace writes into the annotations, parsing ends with a
+// spec whose values are bounded and printable, or a message, never a panic.
+func FuzzParseSchemaSpec(f *testing.F) {
+	for _, s := range [][3]string{
+		{"golang-migrate", "5", "7"}, {"flyway", "2_1", "2.10"}, {"django", "shop.0002_x", ""},
+		{"alembic", "ae1027a6acf,27c6a30d7c24", ""}, {"prisma", "20240201000000_add_email", "x"}, {"rails", "", "-1"},
+	} {
+		f.Add(s[0], s[1], s[2])
+	}
+	f.Fuzz(func(t *testing.T, tool, min, max string) {
+		a := map[string]string{AnnotationSchemaTool: tool}
+		if min != "" {
+			a[AnnotationSchemaMin] = min
+		}
+		if max != "" {
+			a[AnnotationSchemaMax] = max
+		}
+		w := schemaWorkload(a)
+		s, msg := parseSchemaSpec(&w)
+		if (s == nil) == (msg == "") {
+			t.Fatalf("spec %v and message %q: want exactly one", s, msg)
+		}
+		if len(msg) > 1024 {
+			t.Errorf("message of %d bytes", len(msg))
+		}
+		if s == nil {
+			return
+		}
+		for _, v := range []string{s.min, s.max} {
+			if len(v) > maxSchemaName {
+				t.Errorf("value of %d bytes kept", len(v))
+			}
+			for _, r := range v {
+				if r < 0x20 || r > 0x7e {
+					t.Errorf("value %q kept with a character outside printable ASCII", v)
+				}
+			}
+		}
+	})
+}
