@@ -76,7 +76,7 @@ func findGuard(ctx context.Context, c client.Reader) GuardInstall {
 		}
 	}
 	if len(found) == 0 {
-		return GuardInstall{State: GuardMissing, Detail: errNoGuard.Error()}
+		return GuardInstall{State: GuardMissing, Detail: "no ValidatingWebhookConfiguration has a cutover-guard webhook for httproutes, so nothing reviews a switch; install cutover-guard"}
 	}
 	return GuardInstall{State: GuardInstalled, Webhooks: found}
 }
@@ -132,7 +132,9 @@ func (e *env) patchRoute(ctx context.Context, route *gwv1.HTTPRoute, patch []byt
 			}
 			return nil, v, nil
 		}
-		if strings.Contains(msg, "testing value /metadata/resourceVersion failed") || strings.Contains(msg, "test operation") && strings.Contains(msg, "failed") {
+		// The API server answers 422 with the JSON patch library's words
+		// when a test operation fails ("testing value /metadata/resourceVersion failed").
+		if strings.Contains(msg, "testing value /") && strings.Contains(msg, " failed") {
 			return nil, v, errStale
 		}
 		if apierrors.IsNotFound(err) {

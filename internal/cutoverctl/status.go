@@ -178,7 +178,7 @@ func (e *env) status(ctx context.Context, name string) (*Status, error) {
 // verdictFor dry-runs a switch of route to svc.
 func (e *env) verdictFor(ctx context.Context, route *gwv1.HTTPRoute, svc string, g GuardInstall) (*Verdict, error) {
 	if g.State == GuardMissing {
-		return &Verdict{Undecided: errNoGuard.Error()}, nil
+		return &Verdict{Undecided: "no guard installed"}, nil
 	}
 	p, err := planSwitch(route, svc, -1)
 	if err != nil {

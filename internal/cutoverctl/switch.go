@@ -365,7 +365,7 @@ func specDiff(before, after *gwv1.HTTPRoute) (string, error) {
 	}
 	name := "httproute " + before.Namespace + "/" + before.Name
 	return difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
-		A: difflib.SplitLines(string(a)), B: difflib.SplitLines(string(b)),
+		A: lines(string(a)), B: lines(string(b)),
 		FromFile: name + " (now)", ToFile: name + " (after)", Context: 3,
 	})
 }
@@ -404,4 +404,13 @@ func titleCase(s string) string {
 		return s
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// lines splits s after each newline, without an empty last line.
+func lines(s string) []string {
+	out := strings.SplitAfter(s, "\n")
+	if len(out) > 0 && out[len(out)-1] == "" {
+		out = out[:len(out)-1]
+	}
+	return out
 }
