@@ -67,6 +67,12 @@ func TestClearErrors(t *testing.T) {
 	if got := e.backend(t); got != tutorial.Blue {
 		t.Fatalf("after the failed commands the route sends traffic to %s", got)
 	}
+
+	// The plugin reads a 422 with the server's generic words and no causes
+	// as "the route changed since it was read" (its patch starts with a
+	// resourceVersion test): this is what the API server answers then.
+	r := e.sh(t, `kubectl patch httproute myapp -n production --type=json -p='[{"op":"test","path":"/metadata/resourceVersion","value":"1"}]'`)
+	mustContain(t, r, "the server rejected our request due to an error in our request")
 }
 
 // A route in a namespace the guard's webhook skips (kube-system, by its

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"regexp"
 	"slices"
 	"strings"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -132,9 +134,7 @@ func (e *env) patchRoute(ctx context.Context, route *gwv1.HTTPRoute, patch []byt
 			}
 			return nil, v, nil
 		}
-		// The API server answers 422 with the JSON patch library's words
-		// when a test operation fails ("testing value /metadata/resourceVersion failed").
-		if strings.Contains(msg, "testing value /") && strings.Contains(msg, " failed") {
+		if testFailed(status.Status()) {
 			return nil, v, errStale
 		}
 		if apierrors.IsNotFound(err) {
@@ -142,6 +142,16 @@ func (e *env) patchRoute(ctx context.Context, route *gwv1.HTTPRoute, patch []byt
 		}
 	}
 	return nil, v, fmt.Errorf("patch httproute %s/%s: %w", route.Namespace, route.Name, err)
+}
+
+// testFailed reports whether the API server refused a JSON patch because
+// one of its operations did not apply: a test failed (the route changed) or
+// a path is gone (a rule was removed). The server answers 422 with its
+// generic message and drops the library's words; a validation error, also
+// 422, says what is invalid and lists causes.
+func testFailed(st metav1.Status) bool {
+	return st.Code == http.StatusUnprocessableEntity && (st.Details == nil || len(st.Details.Causes) == 0) &&
+		strings.HasPrefix(st.Message, "the server rejected our request due to an error in our request")
 }
 
 // probeBackend is the Service name of the review probe; the guard's
