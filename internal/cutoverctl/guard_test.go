@@ -102,7 +102,9 @@ func TestPatchAnswers(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := fake.NewClientBuilder().WithScheme(scheme()).WithObjects(route.DeepCopy()).WithInterceptorFuncs(interceptor.Funcs{
-				Patch: func(context.Context, client.WithWatch, client.Object, client.Patch, ...client.PatchOption) error { return tc.err },
+				Patch: func(context.Context, client.WithWatch, client.Object, client.Patch, ...client.PatchOption) error {
+					return tc.err
+				},
 			}).Build()
 			e := &env{c: c, namespace: "production", warnings: &warningCollector{}}
 			_, v, err := e.patchRoute(t.Context(), route, []byte(`[]`), true)

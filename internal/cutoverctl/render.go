@@ -10,23 +10,30 @@ import (
 // Rendering to text happens here, once, from the typed results; -o json
 // encodes the same values.
 
+// printer writes to a terminal or a pipe; a write error (a closed pipe)
+// has nowhere to be reported.
+type printer struct{ w io.Writer }
+
+func (p printer) f(format string, args ...any) { _, _ = fmt.Fprintf(p.w, format, args...) }
+
 func renderVerdict(w io.Writer, v *Verdict) {
+	p := printer{w}
 	switch {
 	case v.Allowed && v.Reviewed:
-		fmt.Fprintln(w, "guard: allowed (the server-side dry run was reviewed by cutover-guard)")
+		p.f("guard: allowed (the server-side dry run was reviewed by cutover-guard)\n")
 	case !v.Allowed && v.Reviewed:
-		fmt.Fprintf(w, "guard: DENIED by %s:\n", v.Webhook)
+		p.f("guard: DENIED by %s:\n", v.Webhook)
 		for _, f := range v.Findings {
-			fmt.Fprintf(w, "  - %s\n", f)
+			p.f("  - %s\n", f)
 		}
 	default:
-		fmt.Fprintf(w, "guard: cannot decide: %s\n", v.Undecided)
+		p.f("guard: cannot decide: %s\n", v.Undecided)
 		for _, f := range v.Findings {
-			fmt.Fprintf(w, "  - %s\n", f)
+			p.f("  - %s\n", f)
 		}
 	}
 	for _, s := range v.Warnings {
-		fmt.Fprintf(w, "warning: %s\n", s)
+		p.f("warning: %s\n", s)
 	}
 }
 
@@ -43,26 +50,28 @@ type CheckResult struct {
 }
 
 func renderCheck(w io.Writer, r *CheckResult) {
+	p := printer{w}
 	if r.Unchanged {
-		fmt.Fprintf(w, "httproute %s/%s already sends its traffic to %s; nothing to check\n", r.Namespace, r.Route, strings.Join(r.To, ", "))
+		p.f("httproute %s/%s already sends its traffic to %s; nothing to check\n", r.Namespace, r.Route, strings.Join(r.To, ", "))
 		return
 	}
-	fmt.Fprintf(w, "httproute %s/%s: check switch %s -> %s\n", r.Namespace, r.Route, strings.Join(r.From, ", "), strings.Join(r.To, ", "))
+	p.f("httproute %s/%s: check switch %s -> %s\n", r.Namespace, r.Route, strings.Join(r.From, ", "), strings.Join(r.To, ", "))
 	renderVerdict(w, r.Verdict)
 }
 
 func renderStatus(w io.Writer, s *Status) {
-	fmt.Fprintf(w, "HTTPRoute %s/%s (generation %d)\n", s.Namespace, s.Route, s.Generation)
+	p := printer{w}
+	p.f("HTTPRoute %s/%s (generation %d)\n", s.Namespace, s.Route, s.Generation)
 	switch s.Guard.State {
 	case GuardInstalled:
-		fmt.Fprintf(w, "guard: installed (%s)\n", strings.Join(s.Guard.Webhooks, ", "))
+		p.f("guard: installed (%s)\n", strings.Join(s.Guard.Webhooks, ", "))
 	case GuardMissing:
-		fmt.Fprintf(w, "guard: NOT INSTALLED: %s\n", s.Guard.Detail)
+		p.f("guard: NOT INSTALLED: %s\n", s.Guard.Detail)
 	default:
-		fmt.Fprintf(w, "guard: unknown (%s); each verdict below says whether the guard reviewed it\n", s.Guard.Detail)
+		p.f("guard: unknown (%s); each verdict below says whether the guard reviewed it\n", s.Guard.Detail)
 	}
 
-	fmt.Fprintln(w, "\nTRAFFIC")
+	p.f("\nTRAFFIC\n")
 	for _, r := range s.Rules {
 		var parts []string
 		for _, b := range r.Backends {
@@ -71,18 +80,18 @@ func renderStatus(w io.Writer, s *Status) {
 		if len(parts) == 0 {
 			parts = []string{"no backendRefs"}
 		}
-		fmt.Fprintf(w, "  rule %d: %s\n", r.Rule, strings.Join(parts, ", "))
+		p.f("  rule %d: %s\n", r.Rule, strings.Join(parts, ", "))
 	}
 
-	fmt.Fprintln(w, "\nGATEWAYS")
+	p.f("\nGATEWAYS\n")
 	if len(s.Parents) == 0 {
-		for _, p := range s.ParentRefs {
-			fmt.Fprintf(w, "  %s: no status yet (no Gateway controller has written status on this route)\n", p)
+		for _, ref := range s.ParentRefs {
+			p.f("  %s: no status yet (no Gateway controller has written status on this route)\n", ref)
 		}
 	}
-	for _, p := range s.Parents {
+	for _, ps := range s.Parents {
 		var cs []string
-		for _, c := range p.Conditions {
+		for _, c := range ps.Conditions {
 			cond := c.Type + "=" + c.Status
 			if c.Status != "True" && c.Reason != "" {
 				cond += " (" + c.Reason + ")"
@@ -92,51 +101,51 @@ func renderStatus(w io.Writer, s *Status) {
 			}
 			cs = append(cs, cond)
 		}
-		fmt.Fprintf(w, "  %s: %s\n", p.Gateway, strings.Join(cs, ", "))
+		p.f("  %s: %s\n", ps.Gateway, strings.Join(cs, ", "))
 	}
 
-	fmt.Fprintln(w, "\nBACKENDS")
+	p.f("\nBACKENDS\n")
 	for _, b := range s.Backends {
 		role := "idle"
 		if b.Live {
 			role = fmt.Sprintf("live, %d%% of a rule's traffic", b.SharePercent)
 		}
-		fmt.Fprintf(w, "  %s (%s)\n", b.Service, role)
+		p.f("  %s (%s)\n", b.Service, role)
 		if !b.Found {
-			fmt.Fprintf(w, "    service %s/%s NOT FOUND\n", s.Namespace, b.Service)
+			p.f("    service %s/%s NOT FOUND\n", s.Namespace, b.Service)
 			continue
 		}
 		if len(b.Workloads) == 0 {
-			fmt.Fprintln(w, "    no Deployment's pods match the Service's selector")
+			p.f("    no Deployment's pods match the Service's selector\n")
 		}
 		for _, d := range b.Workloads {
-			fmt.Fprintf(w, "    deployment %s: generation %d, observed %d; replicas %d: %d ready, %d updated, %d available\n",
+			p.f("    deployment %s: generation %d, observed %d; replicas %d: %d ready, %d updated, %d available\n",
 				d.Name, d.Generation, d.ObservedGeneration, d.Replicas, d.ReadyReplicas, d.UpdatedReplicas, d.AvailableReplicas)
 			for _, img := range d.Images {
-				fmt.Fprintf(w, "      image %s\n", img)
+				p.f("      image %s\n", img)
 			}
 		}
-		fmt.Fprintf(w, "    endpoints: %d ready\n", b.ReadyEndpoints)
+		p.f("    endpoints: %d ready\n", b.ReadyEndpoints)
 		if b.ScaledDown {
-			fmt.Fprintf(w, "    SCALED DOWN: no instant rollback to %s; scale it up first: %s\n", b.Service, b.ScaleCommand)
+			p.f("    SCALED DOWN: no instant rollback to %s; scale it up first: %s\n", b.Service, b.ScaleCommand)
 		}
 		if v := b.Verdict; v != nil {
 			switch {
 			case v.Allowed && v.Reviewed:
-				fmt.Fprintln(w, "    guard: a switch to it now would be allowed")
+				p.f("    guard: a switch to it now would be allowed\n")
 			case !v.Allowed && v.Reviewed:
-				fmt.Fprintln(w, "    guard: a switch to it now would be DENIED:")
+				p.f("    guard: a switch to it now would be DENIED:\n")
 				for _, f := range v.Findings {
-					fmt.Fprintf(w, "      - %s\n", f)
+					p.f("      - %s\n", f)
 				}
 			default:
-				fmt.Fprintf(w, "    guard: cannot decide: %s\n", v.Undecided)
+				p.f("    guard: cannot decide: %s\n", v.Undecided)
 			}
 		}
 	}
 	if s.LastSwitch != nil {
-		fmt.Fprintln(w, "\nLAST SWITCH")
-		fmt.Fprintf(w, "  %s\n", switchLine(*s.LastSwitch))
+		p.f("\nLAST SWITCH\n")
+		p.f("  %s\n", switchLine(*s.LastSwitch))
 	}
 }
 
@@ -159,14 +168,15 @@ func orDash(s []string) string {
 }
 
 func renderHistory(w io.Writer, route, ns string, h []HistoryEntry) {
+	p := printer{w}
 	if len(h) == 0 {
-		fmt.Fprintf(w, "httproute %s/%s: no CutoverDenied or CutoverOverridden Events and no recorded switches\n", ns, route)
+		p.f("httproute %s/%s: no CutoverDenied or CutoverOverridden Events and no recorded switches\n", ns, route)
 		return
 	}
-	fmt.Fprintf(w, "httproute %s/%s, newest first:\n", ns, route)
+	p.f("httproute %s/%s, newest first:\n", ns, route)
 	for _, e := range h {
 		if e.Source == "annotation" {
-			fmt.Fprintf(w, "%s\n", switchLine(Switch{At: e.At, Action: e.What, By: e.By, From: e.From, To: e.To, Reason: e.Reason}))
+			p.f("%s\n", switchLine(Switch{At: e.At, Action: e.What, By: e.By, From: e.From, To: e.To, Reason: e.Reason}))
 			continue
 		}
 		what := e.What
@@ -183,9 +193,9 @@ func renderHistory(w io.Writer, route, ns string, h []HistoryEntry) {
 		if e.Reason != "" {
 			line += fmt.Sprintf(" (reason: %s)", e.Reason)
 		}
-		fmt.Fprintln(w, line)
+		p.f("%s\n", line)
 		for _, f := range e.Findings {
-			fmt.Fprintf(w, "    %s\n", f)
+			p.f("    %s\n", f)
 		}
 	}
 }
