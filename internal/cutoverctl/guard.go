@@ -116,7 +116,10 @@ func (e *env) patchRoute(ctx context.Context, route *gwv1.HTTPRoute, patch []byt
 	}
 	e.warnings.reset()
 	err := e.c.Patch(ctx, obj, client.RawPatch(types.JSONPatchType, patch), opts...)
-	v := Verdict{Warnings: e.warnings.take()}
+	v := Verdict{}
+	for _, w := range e.warnings.take() {
+		v.Warnings = append(v.Warnings, oneLine(w, maxFinding))
+	}
 	if err == nil {
 		v.Allowed = true
 		return obj, v, nil
@@ -128,7 +131,7 @@ func (e *env) patchRoute(ctx context.Context, route *gwv1.HTTPRoute, patch []byt
 			v.Webhook = m[1]
 			v.Reviewed = isGuardWebhook(m[1])
 			for _, line := range strings.Split(m[2], "\n") {
-				if line = strings.TrimSpace(line); line != "" {
+				if line = oneLine(line, maxFinding); line != "" {
 					v.Findings = append(v.Findings, line)
 				}
 			}

@@ -41,6 +41,9 @@ type HistoryEntry struct {
 	Count int32 `json:"count,omitempty"`
 }
 
+// maxFinding bounds one line of a denial as shown.
+const maxFinding = 1024
+
 // maxEvents bounds the Events history reads.
 const maxEvents = 500
 
@@ -104,15 +107,17 @@ func entryOfEvent(ev *corev1.Event) HistoryEntry {
 	lines := strings.Split(ev.Message, "\n")
 	if ev.Reason == ReasonCutoverOverridden && len(lines) > 0 {
 		if m := overriddenRE.FindStringSubmatch(lines[0]); m != nil {
-			h.By = m[1]
+			h.By = oneLine(m[1], maxReason)
 			if r, err := strconv.Unquote(m[2]); err == nil {
-				h.Reason = r
+				h.Reason = oneLine(r, maxReason)
 			}
 			lines = lines[1:]
 		}
 	}
+	// Anyone who may create Events in the namespace can write one: each
+	// line is shown as one line of printable characters.
 	for _, l := range lines {
-		if l = strings.TrimSpace(l); l == "" {
+		if l = oneLine(l, maxFinding); l == "" {
 			continue
 		}
 		h.Findings = append(h.Findings, l)

@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode"
 
+	"k8s.io/apimachinery/pkg/util/validation"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -210,6 +211,12 @@ func planRollback(route *gwv1.HTTPRoute) (Plan, error) {
 				route.Namespace, route.Name, want.Rule, len(want.Backends), route.Name, route.Namespace)
 		}
 		have := rules[want.Rule]
+		for _, b := range want.Backends {
+			if errs := validation.IsDNS1123Subdomain(b.Name); len(errs) > 0 {
+				return p, fmt.Errorf("httproute %s/%s: annotation %s names backend %q, which is no Service name (%s); switch by name instead: kubectl cutover switch %s -n %s --to SERVICE",
+					route.Namespace, route.Name, AnnotationPreviousBackends, oneLine(b.Name, 64), errs[0], route.Name, route.Namespace)
+			}
+		}
 		for i := range want.Backends {
 			// Only names and weights are restored; the rest stays as it is.
 			b := have.Backends[i]
@@ -301,6 +308,9 @@ func escapePointer(s string) string {
 
 // recordedHistory is the switch history recorded on route; an annotation
 // the plugin cannot read counts as empty (the next switch replaces it).
+// Whoever can write the route can write the annotation: only the newest
+// MaxHistory entries are kept, and every text in them is made one line of
+// printable characters, so that showing it cannot drive the terminal.
 func recordedHistory(route *gwv1.HTTPRoute) []Switch {
 	var h []Switch
 	if raw, ok := route.Annotations[AnnotationSwitchHistory]; ok {
@@ -308,7 +318,27 @@ func recordedHistory(route *gwv1.HTTPRoute) []Switch {
 			return nil
 		}
 	}
+	if len(h) > MaxHistory {
+		h = h[len(h)-MaxHistory:]
+	}
+	for i := range h {
+		s := &h[i]
+		s.By, s.Action, s.Reason = oneLine(s.By, maxReason), oneLine(s.Action, 32), oneLine(s.Reason, maxReason)
+		s.From, s.To = cleanNames(s.From), cleanNames(s.To)
+	}
 	return h
+}
+
+// cleanNames bounds a recorded list of backend names for display.
+func cleanNames(names []string) []string {
+	if len(names) > maxColors {
+		names = names[:maxColors]
+	}
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = oneLine(n, 253)
+	}
+	return out
 }
 
 // newSwitch is the record of plan p made by user for reason.

@@ -295,3 +295,36 @@ func TestSibling(t *testing.T) {
 		}
 	}
 }
+
+// Whoever can write the route can write the plugin's annotations: what
+// history and status show of them is bounded and cannot drive a terminal,
+// and rollback does not go to a name that is no Service name.
+func TestRecordedAnnotationsAreUntrusted(t *testing.T) {
+	route := routeTo([]string{"app-green"})
+	var h []Switch
+	for i := range 1000 {
+		h = append(h, Switch{At: time.Unix(int64(i), 0).UTC(), Action: "switch\x1b[2J", By: "mallory\x1b]0;pwned\x07",
+			From: []string{"app-blue\x1b[31m"}, To: []string{"app-green"}, Reason: strings.Repeat("x", 10000)})
+	}
+	raw, _ := json.Marshal(h)
+	prev, _ := json.Marshal([]RuleBackends{{Rule: 0, Backends: []Backend{{Name: "app-blue\x1b[2J"}}}})
+	route.Annotations = map[string]string{AnnotationSwitchHistory: string(raw), AnnotationPreviousBackends: string(prev)}
+
+	got := recordedHistory(route)
+	if len(got) != MaxHistory || !got[len(got)-1].At.Equal(time.Unix(999, 0)) {
+		t.Fatalf("history kept %d entries ending %v, want the newest %d", len(got), got[len(got)-1].At, MaxHistory)
+	}
+	var b strings.Builder
+	entries := make([]HistoryEntry, 0, len(got))
+	for _, s := range got {
+		entries = append(entries, HistoryEntry{At: s.At, What: s.Action, Source: "annotation", By: s.By, From: s.From, To: s.To, Reason: s.Reason})
+	}
+	renderHistory(&b, "myapp", "production", entries)
+	if out := b.String(); strings.ContainsAny(out, "\x1b\x07") || len(out) > MaxHistory*(maxReason+400) {
+		t.Errorf("history output carries control characters or is unbounded (%d bytes)", len(out))
+	}
+	_, err := planRollback(route)
+	if err == nil || !strings.Contains(err.Error(), "which is no Service name") || strings.ContainsRune(err.Error(), 0x1b) {
+		t.Errorf("rollback to a name with an escape: %v", err)
+	}
+}
