@@ -53,6 +53,10 @@ func TestClearErrors(t *testing.T) {
 			args: append([]string{"history", tutorial.Route, "-o", "yaml"}, ns...),
 			want: []string{`error: -o "yaml": the only output format is json`},
 		},
+		"impersonating a user who may not read the route (--as)": {
+			args: append([]string{"status", tutorial.Route, "--as", "nobody", "--as-group", "nobodies"}, ns...),
+			want: []string{"error: get httproute production/myapp:", `User "nobody" cannot get resource "httproutes"`},
+		},
 		"rollback with no switch recorded": {
 			args: append([]string{"rollback", tutorial.Route, "--yes"}, ns...),
 			want: []string{"has no switch recorded", "kubectl cutover switch myapp -n production --to SERVICE"},

@@ -300,7 +300,9 @@ func (e *env) waitConditions(ctx context.Context, before *gwv1.HTTPRoute, gen in
 	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		var r gwv1.HTTPRoute
 		if err := e.c.Get(ctx, client.ObjectKeyFromObject(before), &r); err != nil {
-			if ctx.Err() == nil {
+			// A read failing at the deadline (the rate limiter refuses
+			// to start one) must not hide what the last read saw.
+			if last == "" {
 				last = err.Error()
 			}
 			return false, nil
