@@ -70,7 +70,18 @@ func start() (*env, string, error) {
 		Name: "e2e/plugin", ToolsDir: toolsDir, DSN: dsn,
 		GuardArgs: []string{"--skip-database-check"},
 	})
-	if err := errors.Join(err, <-built); err != nil {
+	err = errors.Join(err, <-built)
+	if err == nil {
+		// Into the stack's folder, which Teardown removes when the suite passed.
+		pluginDir := filepath.Join(s.Dir, "plugin")
+		if err = os.MkdirAll(pluginDir, 0o755); err == nil {
+			err = os.Rename(filepath.Join(binDir, "kubectl-cutover"), filepath.Join(pluginDir, "kubectl-cutover"))
+		}
+		_ = os.RemoveAll(binDir)
+		binDir = pluginDir
+	}
+	if err != nil {
+		_ = os.RemoveAll(binDir)
 		if s != nil {
 			_ = s.Teardown(true, os.Stderr)
 		}

@@ -138,7 +138,7 @@ func TestHistoryOutput(t *testing.T) {
 		Message: `cutover overridden by alice with reason "INC-1234: \"green\" verified by hand"; the checks found:` + "\n" + notReady,
 	}
 	h := []HistoryEntry{entryOfEvent(denied), entryOfEvent(overridden),
-		{At: at(3), What: ActionSwitch, Source: "annotation", By: "alice", From: []string{"app-blue"}, To: []string{"app-green"}, Reason: "release v1.1"},
+		{At: at(3).Add(400 * time.Millisecond), What: ActionSwitch, Source: "annotation", By: "alice", From: []string{"app-blue"}, To: []string{"app-green"}, Reason: "release v1.1"},
 		{At: at(5), What: ActionRollback, Source: "annotation", By: "bob", From: []string{"app-green"}, To: []string{"app-blue"}},
 	}
 	sortNewestFirst(h)

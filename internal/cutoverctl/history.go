@@ -75,12 +75,14 @@ func (e *env) history(ctx context.Context, name string) ([]HistoryEntry, error) 
 	return out, nil
 }
 
-// sortNewestFirst orders h by time, newest first. Events and records carry
-// whole seconds; within one second a recorded switch counts as the newer,
-// since a denial is usually what a switch follows (fix, then switch).
+// sortNewestFirst orders h by time, newest first. An Event carries whole
+// seconds (a core/v1 Event's timestamps have no fraction), so times are
+// compared by the second; within one second a recorded switch counts as the
+// newer, since a denial is usually what a switch follows (fix, then switch),
+// and records keep their own order.
 func sortNewestFirst(h []HistoryEntry) {
 	slices.SortStableFunc(h, func(a, b HistoryEntry) int {
-		if c := b.At.Compare(a.At); c != 0 {
+		if c := b.At.Truncate(time.Second).Compare(a.At.Truncate(time.Second)); c != 0 {
 			return c
 		}
 		return cmp.Compare(rank(b), rank(a))
