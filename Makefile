@@ -22,12 +22,32 @@ GOLANGCI_LINT_VERSION ?= v2.15.0
 # from pinned Go modules into this folder once, then reused.
 export CUTOVER_GUARD_TOOLS ?= $(CURDIR)/.cache/tools
 
-.PHONY: all build test unit fuzz check-fmt vet tools demo lint image manifests verify-manifests bench soak clean
+.PHONY: all build plugin plugin-dist test unit fuzz check-fmt vet tools demo lint image manifests verify-manifests bench soak clean
 
 all: build
 
-build: ## the guard binary, static, as the Dockerfile builds it
+build: plugin ## the guard binary, static, as the Dockerfile builds it (and the kubectl plugin)
 	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags="-s -w" -o $(BIN)/cutover-guard ./cmd/cutover-guard
+
+plugin: ## the kubectl plugin: put bin/ on PATH and run `kubectl cutover`
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags="-s -w" -o $(BIN)/kubectl-cutover ./cmd/kubectl-cutover
+
+# The four archives krew installs from, and the krew manifest
+# (hack/krew/cutover.yaml) with VERSION and their sha256 filled in.
+PLUGIN_PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
+VERSION ?= v0.0.0-dev
+plugin-dist: ## kubectl plugin archives for krew and their manifest in bin/dist: make plugin-dist VERSION=v0.1.0
+	rm -rf $(BIN)/dist && mkdir -p $(BIN)/dist
+	subst='s|$${VERSION}|$(VERSION)|g'; \
+	for p in $(PLUGIN_PLATFORMS); do \
+	  os=$${p%/*}; arch=$${p#*/}; dir=$(BIN)/dist/$$os-$$arch; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -buildvcs=false -ldflags="-s -w" -o $$dir/kubectl-cutover ./cmd/kubectl-cutover; \
+	  tgz=$(BIN)/dist/kubectl-cutover_$(VERSION)_$${os}_$${arch}.tar.gz; \
+	  tar -C $$dir -czf $$tgz kubectl-cutover; \
+	  subst="$$subst;s|\$${SHA256_$${os}_$${arch}}|$$(sha256sum $$tgz | cut -d' ' -f1)|g"; \
+	done; \
+	sed -e "$$subst" hack/krew/cutover.yaml > $(BIN)/dist/cutover.yaml
+	@echo "krew manifest: $(BIN)/dist/cutover.yaml"
 
 tools: ## pinned control-plane binaries for e2e and demo (about 10 minutes cold)
 	hack/build-tools.sh
