@@ -8,12 +8,22 @@ SHELL := /usr/bin/env bash
 GO        ?= go
 BIN       ?= bin
 IMAGE     ?= cutover-guard:dev
-FUZZTIME  ?= 10s
+# `make fuzz` budgets each target in executions, about 10 s of fuzzing on a
+# 2-core machine, not in seconds: with a duration, Go 1.26's fuzz coordinator
+# can report its own deadline as a failure, "context deadline exceeded" with
+# no crasher, when the time runs out while a worker is busy (go.dev/issue/75804,
+# fixed in Go 1.27); a loaded machine then fails instead of fuzzing longer.
+# FUZZTIME=30s (or 1000x) overrides every target's budget.
+FUZZ_TARGETS_BUDGET   ?= 20000x
+FUZZ_HANDLER_BUDGET   ?= 3000x
+FUZZ_PARSEDSN_BUDGET  ?= 150000x
+FUZZ_EXPANDENV_BUDGET ?= 30000x
+FUZZ_SMOKE_BUDGET     ?= 30000x
+FUZZ_SCHEMA_BUDGET    ?= 30000x
 # No minimizing inside `make fuzz`: the fuzzer minimizes every input that
-# finds new coverage (O(n^2) runs of the target for an n-byte input), and a
-# run whose -fuzztime ends mid-minimization fails with "context deadline
-# exceeded" instead of fuzzing. A crasher is still written to testdata;
-# minimize it by hand with -fuzzminimizetime if it is large.
+# finds new coverage (O(n^2) runs of the target for an n-byte input). A
+# crasher is still written to testdata; minimize it by hand with
+# -fuzzminimizetime if it is large.
 FUZZFLAGS ?= -fuzzminimizetime=0
 SOAK_DURATION ?= 5m
 GOLANGCI_LINT_VERSION ?= v2.15.0
@@ -22,12 +32,32 @@ GOLANGCI_LINT_VERSION ?= v2.15.0
 # from pinned Go modules into this folder once, then reused.
 export CUTOVER_GUARD_TOOLS ?= $(CURDIR)/.cache/tools
 
-.PHONY: all build test unit fuzz check-fmt vet tools demo lint image manifests verify-manifests bench soak clean
+.PHONY: all build plugin plugin-dist test unit fuzz check-fmt vet tools demo lint image manifests verify-manifests bench soak clean
 
 all: build
 
-build: ## the guard binary, static, as the Dockerfile builds it
+build: plugin ## the guard binary, static, as the Dockerfile builds it (and the kubectl plugin)
 	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags="-s -w" -o $(BIN)/cutover-guard ./cmd/cutover-guard
+
+plugin: ## the kubectl plugin: put bin/ on PATH and run `kubectl cutover`
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags="-s -w" -o $(BIN)/kubectl-cutover ./cmd/kubectl-cutover
+
+# The four archives krew installs from, and the krew manifest
+# (hack/krew/cutover.yaml) with VERSION and their sha256 filled in.
+PLUGIN_PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
+VERSION ?= v0.0.0-dev
+plugin-dist: ## kubectl plugin archives for krew and their manifest in bin/dist: make plugin-dist VERSION=v0.1.0
+	rm -rf $(BIN)/dist && mkdir -p $(BIN)/dist
+	subst='s|$${VERSION}|$(VERSION)|g'; \
+	for p in $(PLUGIN_PLATFORMS); do \
+	  os=$${p%/*}; arch=$${p#*/}; dir=$(BIN)/dist/$$os-$$arch; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -buildvcs=false -ldflags="-s -w" -o $$dir/kubectl-cutover ./cmd/kubectl-cutover; \
+	  tgz=$(BIN)/dist/kubectl-cutover_$(VERSION)_$${os}_$${arch}.tar.gz; \
+	  tar -C $$dir -czf $$tgz kubectl-cutover; \
+	  subst="$$subst;s|\$${SHA256_$${os}_$${arch}}|$$(sha256sum $$tgz | cut -d' ' -f1)|g"; \
+	done; \
+	sed -e "$$subst" hack/krew/cutover.yaml > $(BIN)/dist/cutover.yaml
+	@echo "krew manifest: $(BIN)/dist/cutover.yaml"
 
 tools: ## pinned control-plane binaries for e2e and demo (about 10 minutes cold)
 	hack/build-tools.sh
@@ -42,12 +72,12 @@ unit: ## tests that need no control plane (databases are started by the tests)
 	$(GO) test -race -count=1 ./checks/... ./webhook/... ./cmd/... ./certs/... ./internal/...
 
 fuzz: ## every fuzz target, briefly
-	$(GO) test -run='^$$' -fuzz='^FuzzTargets$$' -fuzztime=$(FUZZTIME) $(FUZZFLAGS) ./webhook
-	$(GO) test -run='^$$' -fuzz='^FuzzHandler$$' -fuzztime=$(FUZZTIME) $(FUZZFLAGS) ./webhook
-	$(GO) test -run='^$$' -fuzz='^FuzzParseDSN$$' -fuzztime=$(FUZZTIME) $(FUZZFLAGS) ./checks/probe
-	$(GO) test -run='^$$' -fuzz='^FuzzExpandEnv$$' -fuzztime=$(FUZZTIME) $(FUZZFLAGS) ./checks
-	$(GO) test -run='^$$' -fuzz='^FuzzParseSmoke$$' -fuzztime=$(FUZZTIME) $(FUZZFLAGS) ./checks
-	$(GO) test -run='^$$' -fuzz='^FuzzParseSchemaSpec$$' -fuzztime=$(FUZZTIME) $(FUZZFLAGS) ./checks
+	$(GO) test -run='^$$' -fuzz='^FuzzTargets$$' -fuzztime=$(or $(FUZZTIME),$(FUZZ_TARGETS_BUDGET)) $(FUZZFLAGS) ./webhook
+	$(GO) test -run='^$$' -fuzz='^FuzzHandler$$' -fuzztime=$(or $(FUZZTIME),$(FUZZ_HANDLER_BUDGET)) $(FUZZFLAGS) ./webhook
+	$(GO) test -run='^$$' -fuzz='^FuzzParseDSN$$' -fuzztime=$(or $(FUZZTIME),$(FUZZ_PARSEDSN_BUDGET)) $(FUZZFLAGS) ./checks/probe
+	$(GO) test -run='^$$' -fuzz='^FuzzExpandEnv$$' -fuzztime=$(or $(FUZZTIME),$(FUZZ_EXPANDENV_BUDGET)) $(FUZZFLAGS) ./checks
+	$(GO) test -run='^$$' -fuzz='^FuzzParseSmoke$$' -fuzztime=$(or $(FUZZTIME),$(FUZZ_SMOKE_BUDGET)) $(FUZZFLAGS) ./checks
+	$(GO) test -run='^$$' -fuzz='^FuzzParseSchemaSpec$$' -fuzztime=$(or $(FUZZTIME),$(FUZZ_SCHEMA_BUDGET)) $(FUZZFLAGS) ./checks
 
 # CUTOVER_GUARD_TEST_REQUIRED=1 (internal/testenv): a test that finds the
 # tools or a database missing fails instead of skipping.

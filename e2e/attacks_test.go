@@ -39,6 +39,29 @@ func TestAttacks(t *testing.T) {
 	// attack rolls green out with its env (and annotations) changed by
 	// mutate, puts the route back on blue and switches it with the
 	// tutorial's command; it requires an answer inside the deadline.
+	// attackDSN is the connection string the next attack puts in the
+	// tenant's Secret; empty keeps the working one.
+	attackDSN := ""
+	// recreateRoute creates the tenant's route to blue (a create is
+	// checked) while the Secret, which blue reads too, holds a working
+	// connection string, then puts attackDSN in.
+	recreateRoute := func(t *testing.T) {
+		t.Helper()
+		ctx := t.Context()
+		if err := tutorial.SetSecret(ctx, kube, attackNamespace, postgresDSN); err != nil {
+			t.Fatal(err)
+		}
+		route := e.manifests.Route.DeepCopy()
+		route.Namespace = attackNamespace
+		if err := tutorial.Recreate(ctx, kube, route); err != nil {
+			t.Fatal(err)
+		}
+		if attackDSN != "" {
+			if err := tutorial.SetSecret(ctx, kube, attackNamespace, attackDSN); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	attack := func(t *testing.T, mutate func(d *appsv1.Deployment)) *tutorial.Result {
 		t.Helper()
 		ctx := t.Context()
@@ -48,18 +71,13 @@ func TestAttacks(t *testing.T) {
 		if err := tutorial.Serve(ctx, kube, green); err != nil {
 			t.Fatal(err)
 		}
-		route := e.manifests.Route.DeepCopy()
-		route.Namespace = attackNamespace
-		if err := tutorial.Recreate(ctx, kube, route); err != nil {
-			t.Fatal(err)
-		}
+		recreateRoute(t)
 		return e.switchTenant(t)
 	}
 	secretDSN := func(t *testing.T, dsn string) {
 		t.Helper()
-		if err := tutorial.SetSecret(t.Context(), kube, attackNamespace, dsn); err != nil {
-			t.Fatal(err)
-		}
+		attackDSN = dsn
+		t.Cleanup(func() { attackDSN = "" })
 	}
 	keepEnv := func(*appsv1.Deployment) {}
 
@@ -179,11 +197,7 @@ func TestAttacks(t *testing.T) {
 		requireOutput(t, r, tutorial.PatchedOutput)
 		db.Stop(t)
 		gone := time.Now()
-		route := e.manifests.Route.DeepCopy()
-		route.Namespace = attackNamespace
-		if err := tutorial.Recreate(t.Context(), kube, route); err != nil {
-			t.Fatal(err)
-		}
+		recreateRoute(t)
 		time.Sleep(time.Until(gone.Add(2 * time.Second))) // the scenario: 2 s after the pass
 		r = e.switchTenant(t)
 		requireDenied(t, r, tutorial.HTTPRouteWebhook, "database at "+db.Addr()+" is not reachable")

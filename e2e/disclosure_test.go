@@ -56,7 +56,15 @@ func TestDenialTellsEachRequesterWhatTheyMayRead(t *testing.T) {
 		{user: dbOwner, want: []string{full, "; check the password in " + src}, full: true},
 	} {
 		t.Run(tc.user, func(t *testing.T) {
+			// A create is checked, and blue reads the Secret too: the route
+			// is made while it holds a working connection string.
+			if err := tutorial.SetSecret(t.Context(), e.kube, tutorial.Namespace, postgresDSN); err != nil {
+				t.Fatal(err)
+			}
 			e.recreateRoute(t, e.manifests.Route.DeepCopy())
+			if err := tutorial.SetSecret(t.Context(), e.kube, tutorial.Namespace, dsn); err != nil {
+				t.Fatal(err)
+			}
 			route := e.route(t)
 			r := e.sh(t, strings.Replace(tutorial.CutoverCommand, "kubectl ", "kubectl --as="+tc.user+" ", 1))
 			requireDenied(t, r, tutorial.HTTPRouteWebhook, tc.want...)
