@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -70,6 +71,9 @@ func run(ctx context.Context, cfg Config) error {
 	}
 
 	metrics := webhook.DefaultMetrics()
+	if err := crmetrics.Registry.Register(certs.NewExpiryCollector(cfg.CertDir)); err != nil {
+		return err
+	}
 	guard := &checks.Guard{Reader: mgr.GetAPIReader(), DatabaseEnv: cfg.DatabaseURLEnv,
 		MaxDatabaseURLsPerTarget: cfg.MaxDatabaseURLsPerTarget, MaxDatabaseURLsPerRequest: cfg.MaxDatabaseURLsPerRequest,
 		MaxDecisionsPerNamespace: cfg.MaxChecksPerNamespace, DatabaseURLsPerNamespacePerMinute: cfg.DBProbesPerNamespacePerMinute,
