@@ -341,6 +341,16 @@ func TestMonitoringOverlay(t *testing.T) {
 		!slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == spec.Endpoints[0].Port }) {
 		t.Errorf("endpoints %+v, want /metrics on a port of the Service %v", spec.Endpoints, svc.Spec.Ports)
 	}
+	// The dashboard, for Grafana's sidecar, as the file is.
+	var cm corev1.ConfigMap
+	mustFind(t, objs, "ConfigMap", "cutover-guard-dashboard", &cm)
+	dash, err := os.ReadFile(filepath.Join(overlayDir(t, "monitoring"), "dashboard.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cm.Labels["grafana_dashboard"] != "1" || cm.Data["cutover-guard.json"] != string(dash) {
+		t.Errorf("ConfigMap cutover-guard-dashboard: labels %v, want grafana_dashboard=1 and dashboard.json as cutover-guard.json", cm.Labels)
+	}
 	// The job label the alerts select on is the Service's name.
 	if svc.Name != "cutover-guard" {
 		t.Errorf("Service %s: the alerts select job=\"cutover-guard\"", svc.Name)
