@@ -204,10 +204,18 @@ func TestChartValues(t *testing.T) {
 		t.Errorf("serving Certificate does not name the ClusterIssuer: %v", cert)
 	}
 
-	// A mode that is neither fails with what to set.
-	cmd := helmCmd(t, "template", "cutover-guard", chartDir(t), "--set=certificates.mode=vault")
-	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), `certificates.mode "vault": want rotation or cert-manager`) {
-		t.Errorf("certificates.mode=vault: %v\n%s", err, out)
+	// values.schema.json refuses what the chart would not use, naming it.
+	for set, want := range map[string]string{
+		"certificates.mode=vault":      "at '/certificates/mode': value must be one of 'rotation', 'cert-manager'",
+		"replica=3":                    "additional properties 'replica' not allowed",
+		"webhook.failurePolicy=Deny":   "at '/webhook/failurePolicy': value must be one of 'Fail', 'Ignore'",
+		"guard.dbTimeout=2":            "at '/guard/dbTimeout': got number, want string",
+		"guard.unknownWorkloads=allow": "at '/guard/unknownWorkloads'",
+	} {
+		cmd := helmCmd(t, "template", "cutover-guard", chartDir(t), "--set="+set)
+		if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), want) {
+			t.Errorf("--set %s: %v, want %q\n%s", set, err, want, out)
+		}
 	}
 }
 

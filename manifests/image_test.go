@@ -210,6 +210,7 @@ func TestDockerignore(t *testing.T) {
 		"checks/guard_test.go":       true,
 		"README.md":                  true,
 		"manifests":                  true,
+		"charts":                     true,
 		"internal/testdb":            true,
 		"webhook/handler.go":         false,
 		"checks/database.go":         false,
