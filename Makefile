@@ -59,7 +59,7 @@ plugin-dist: ## kubectl plugin archives for krew and their manifest in bin/dist:
 	sed -e "$$subst" hack/krew/cutover.yaml > $(BIN)/dist/cutover.yaml
 	@echo "krew manifest: $(BIN)/dist/cutover.yaml"
 
-tools: ## pinned control-plane binaries for e2e and demo (about 10 minutes cold)
+tools: ## pinned control-plane binaries for e2e and demo, promtool and helm for the install tests (10-20 minutes cold)
 	hack/build-tools.sh
 
 check-fmt:

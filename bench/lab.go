@@ -263,9 +263,9 @@ func (l *lab) startGuard(ctx context.Context, name string, viaEnv bool, extra ..
 		LogPath:       filepath.Join(l.s.rawDir, "guard-"+name+".log"),
 		PrivateCIDRs:  []string{"127.0.0.1/32"},
 		Certificate:   l.certs,
-		// Older builds, measured for a before/after comparison, may not
-		// know --disable-cert-rotation.
-		PreRotationBuild:      !l.guardHasFlag("disable-cert-rotation"),
+		// Older builds, measured for a before/after comparison, may
+		// rotate out of cluster unless told --disable-cert-rotation.
+		LegacyDisableRotation: l.guardHasFlag("disable-cert-rotation"),
 		PrePortAllowlistBuild: !l.guardHasFlag("database-ports"),
 		Args:                  extra,
 	})

@@ -205,7 +205,7 @@ func (r *Rotation) Preflight(ctx context.Context) error {
 	switch {
 	case apierrors.IsNotFound(err):
 		return fmt.Errorf("certificate Secret %s does not exist: create it empty (manifests/default does), "+
-			"or pass --disable-cert-rotation and put tls.crt and tls.key in --cert-dir yourself", key)
+			"or pass --cert-rotation=false and put tls.crt and tls.key in --cert-dir yourself", key)
 	case apierrors.IsForbidden(err):
 		return fmt.Errorf("certificate Secret %s: not allowed to read it; apply the rotator's Role (manifests/rotator): %w", key, err)
 	case err != nil:

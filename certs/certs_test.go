@@ -255,8 +255,8 @@ func TestPreflight(t *testing.T) {
 	r.client = fake.NewClientset()
 	err = r.Preflight(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "cutover-guard/cutover-guard-cert does not exist") ||
-		!strings.Contains(err.Error(), "--disable-cert-rotation") {
-		t.Errorf("no Secret: %v, want the Secret named and --disable-cert-rotation offered", err)
+		!strings.Contains(err.Error(), "--cert-rotation=false") {
+		t.Errorf("no Secret: %v, want the Secret named and --cert-rotation=false offered", err)
 	}
 
 	r.client = fake.NewClientset(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: o.Namespace, Name: o.SecretName}})

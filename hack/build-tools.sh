@@ -2,7 +2,9 @@
 # Builds the pinned local control plane used by the e2e tests:
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (k8s.io/kubernetes)
 #   etcd (go.etcd.io/etcd/server/v3), kwok (sigs.k8s.io/kwok)
-# from the versions pinned in e2e/tools/go.mod, into
+# from the versions pinned in e2e/tools/go.mod, and the install's test tools
+#   promtool (github.com/prometheus/prometheus), helm (helm.sh/helm/v4)
+# at the versions pinned below, into
 #   ${CUTOVER_GUARD_TOOLS:-<repo>/.cache/tools}/bin
 # and copies the data files the harness needs next to them:
 #   kwok/stages/*.yaml       kwok node and pod stages (from the kwok module)
@@ -89,6 +91,38 @@ build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "${k
 build kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "${k8s_version}" "${k8s_ldflags}"
 build kubectl k8s.io/kubernetes/cmd/kubectl "${k8s_version}" "${k8s_ldflags}"
 build kwok sigs.k8s.io/kwok/cmd/kwok "${kwok_version}" "${kwok_ldflags}"
+
+# The install's test tools (manifests/: the alerts with promtool, the chart
+# with helm). Each is built in its own module with `go install PKG@VERSION`,
+# not in the tools module: their dependencies would move the control
+# plane's. Both modules build with this Go and have no replace directives.
+promtool_version=v0.316.0
+helm_version=v4.3.1
+
+# install_tool NAME PACKAGE VERSION
+install_tool() {
+  local name="$1" pkg="$2" version="$3"
+  local out="${bin_dir}/${name}" stamp="${bin_dir}/.${name}.stamp"
+  local want="${name} ${pkg}@${version} ${go_version} $(go env GOOS)/$(go env GOARCH) cgo=${CGO_ENABLED} ldflags=-s -w"
+  if [[ -x "${out}" && -f "${stamp}" && "$(cat "${stamp}")" == "${want}" ]]; then
+    echo "build-tools: ${name} ${version} up to date"
+    return
+  fi
+  echo "build-tools: building ${name} ${version} (${pkg}) ..."
+  local start gobin
+  start=$(date +%s)
+  rm -f "${stamp}"
+  gobin="$(mktemp -d "${bin_dir}/.${name}.XXXXXX")"
+  # -mod applies to a main module; go install PKG@VERSION has none of ours.
+  GOFLAGS=-buildvcs=false GOBIN="${gobin}" go install -trimpath -ldflags "-s -w" "${pkg}@${version}"
+  mv -f "${gobin}/${name}" "${out}"
+  rm -rf "${gobin}"
+  printf '%s\n' "${want}" >"${stamp}"
+  echo "build-tools: built ${name} in $(($(date +%s) - start))s"
+}
+
+install_tool promtool github.com/prometheus/prometheus/cmd/promtool "${promtool_version}"
+install_tool helm helm.sh/helm/v4/cmd/helm "${helm_version}"
 
 # Data files: cheap, so always refreshed (a version change in a go.mod shows up at once).
 copy_files() { # DEST SRC...

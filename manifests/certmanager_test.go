@@ -25,7 +25,7 @@ import (
 )
 
 // TestDisabledRotation runs the image's binary as the cert-manager overlay
-// does (--disable-cert-rotation, the certificate folder filled by someone
+// does (--cert-rotation=false, the certificate folder filled by someone
 // else) and checks that it serves those files, and the new pair once they
 // are replaced, as the kubelet does when cert-manager renews.
 func TestDisabledRotation(t *testing.T) {
@@ -38,8 +38,9 @@ func TestDisabledRotation(t *testing.T) {
 	pair, first := ca.pair(t, "first")
 	g := startGuards(t, tutorial.GuardOptions{
 		Binary: bin, Kubeconfig: impersonatingKubeconfig(t, c, filepath.Join(dir, "kubeconfig"), serviceAccount), Dir: dir,
-		// Served from --cert-dir with --disable-cert-rotation, as the overlay runs it.
+		// Served from --cert-dir with --cert-rotation=false, as the overlay runs it.
 		Certificate: pair,
+		Args:        []string{"--cert-rotation=false"},
 	})[0]
 	if served := servedCert(t, g.Port, ca.pool); !served.Equal(first) {
 		t.Fatalf("serving %s, want the certificate in --cert-dir", served.Subject.CommonName)
@@ -86,7 +87,7 @@ func TestRotationNeedsItsSecret(t *testing.T) {
 	if rerr != nil {
 		t.Fatal(rerr)
 	}
-	if !strings.Contains(string(log), "cutover-guard/no-such-secret does not exist") || !strings.Contains(string(log), "--disable-cert-rotation") {
+	if !strings.Contains(string(log), "cutover-guard/no-such-secret does not exist") || !strings.Contains(string(log), "--cert-rotation=false") {
 		t.Errorf("the log does not say the Secret is missing and what to do:\n%s", tail.Lines(string(log), 10))
 	}
 }

@@ -182,7 +182,7 @@ func TestImageBinary(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%s -h: %v\n%s", bin, err, out)
 	}
-	for _, flag := range []string{"-disable-cert-rotation", "-cert-dir", "-namespace", "-cert-secret-name", "-webhook-config-name"} {
+	for _, flag := range []string{"-cert-rotation", "-cert-dir", "-namespace", "-cert-secret-name", "-webhook-config-name"} {
 		if !strings.Contains(string(out), flag) {
 			t.Errorf("-h does not mention %s", flag)
 		}
@@ -210,6 +210,7 @@ func TestDockerignore(t *testing.T) {
 		"checks/guard_test.go":       true,
 		"README.md":                  true,
 		"manifests":                  true,
+		"charts":                     true,
 		"internal/testdb":            true,
 		"webhook/handler.go":         false,
 		"checks/database.go":         false,

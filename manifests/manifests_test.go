@@ -243,8 +243,14 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment, certManager bool) {
 	if certDir == "" || mount < 0 {
 		t.Fatalf("--cert-dir %q is not a mounted volume", certDir)
 	}
-	if got := slices.Contains(c.Args, "--disable-cert-rotation"); got != certManager {
-		t.Errorf("--disable-cert-rotation given: %v, want %v", got, certManager)
+	// Rotation is asked for, never left to auto: a restarted container
+	// finds its last key pair in --cert-dir, and auto would stop rotating.
+	wantRotation := "--cert-rotation=true"
+	if certManager {
+		wantRotation = "--cert-rotation=false"
+	}
+	if !slices.Contains(c.Args, wantRotation) {
+		t.Errorf("args %v, want %s", c.Args, wantRotation)
 	}
 	if !certManager {
 		vol := spec.Volumes[slices.IndexFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == c.VolumeMounts[mount].Name })]

@@ -13,10 +13,10 @@ import (
 
 func TestCertFlags(t *testing.T) {
 	for name, tc := range map[string]struct {
-		args    []string
-		want    certs.Options
-		disable bool
-		wantErr string
+		args     []string
+		want     certs.Options
+		rotation certs.Mode
+		wantErr  string
 	}{
 		"defaults match the manifests": {
 			want: certs.Options{Namespace: "cutover-guard", SecretName: "cutover-guard-cert", ServiceName: "cutover-guard",
@@ -29,8 +29,8 @@ func TestCertFlags(t *testing.T) {
 				CertDir: "/certs", ExtraDNSNames: []string{"localhost", "guard.example.com"}},
 		},
 		"rotation can be left to cert-manager": {
-			args:    []string{"--disable-cert-rotation"},
-			disable: true,
+			args:     []string{"--cert-rotation=false"},
+			rotation: certs.ModeOff,
 			want: certs.Options{Namespace: "cutover-guard", SecretName: "cutover-guard-cert", ServiceName: "cutover-guard",
 				WebhookConfigName: "cutover-guard", CertDir: "/tmp/k8s-webhook-server/serving-certs"},
 		},
@@ -38,9 +38,19 @@ func TestCertFlags(t *testing.T) {
 			args:    []string{"--cert-secret-name=Not_A_Name"},
 			wantErr: "--cert-secret-name",
 		},
+		"rotation can be asked for, alone as a boolean": {
+			args:     []string{"--cert-rotation"},
+			rotation: certs.ModeOn,
+			want: certs.Options{Namespace: "cutover-guard", SecretName: "cutover-guard-cert", ServiceName: "cutover-guard",
+				WebhookConfigName: "cutover-guard", CertDir: "/tmp/k8s-webhook-server/serving-certs"},
+		},
+		"a mode that is none of true, false, auto is refused": {
+			args:    []string{"--cert-rotation=yes"},
+			wantErr: "want true (rotate through the certificate Secret), false (serve --cert-dir as it is) or auto",
+		},
 		"names are not checked without rotation": {
-			args:    []string{"--disable-cert-rotation", "--cert-secret-name=Not_A_Name"},
-			disable: true,
+			args:     []string{"--cert-rotation=false", "--cert-secret-name=Not_A_Name"},
+			rotation: certs.ModeOff,
 			want: certs.Options{Namespace: "cutover-guard", SecretName: "Not_A_Name", ServiceName: "cutover-guard",
 				WebhookConfigName: "cutover-guard", CertDir: "/tmp/k8s-webhook-server/serving-certs"},
 		},
@@ -56,8 +66,12 @@ func TestCertFlags(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if cfg.DisableCertRotation != tc.disable {
-				t.Errorf("DisableCertRotation = %v, want %v", cfg.DisableCertRotation, tc.disable)
+			want := tc.rotation
+			if want == "" {
+				want = certs.DefaultMode
+			}
+			if cfg.CertRotation != want {
+				t.Errorf("CertRotation = %q, want %q", cfg.CertRotation, want)
 			}
 			if diff := cmp.Diff(tc.want, cfg.Certs); diff != "" {
 				t.Errorf("certificate options (-want +got):\n%s", diff)

@@ -58,17 +58,18 @@ type Config struct {
 	// the guard cannot judge gets: a denial or a warning.
 	UnknownWorkloads checks.UnknownWorkloads
 
-	// DisableCertRotation leaves CertDir to someone else (cert-manager, a
-	// mounted Secret) instead of bootstrapping and rotating the certificate.
-	DisableCertRotation bool
+	// CertRotation says whether the guard bootstraps and rotates its
+	// certificate through a Secret or serves CertDir as someone else (a
+	// person out of cluster, cert-manager) writes it; run resolves auto.
+	CertRotation certs.Mode
 	// ClientCAFile, when set, makes the webhook server require a client
 	// certificate signed by one of its CAs (read at start); ClientCN then
 	// accepts only that Common Name. ClientAuth is what they load to.
 	ClientCAFile string
 	ClientCN     string
 	ClientAuth   *clientAuth
-	// Certs says where the rotated certificate lives; unused when
-	// DisableCertRotation is set.
+	// Certs says where the rotated certificate lives; unused without
+	// rotation.
 	Certs certs.Options
 }
 
@@ -87,7 +88,7 @@ const (
 )
 
 func parseFlags(name string, args []string) (Config, error) {
-	cfg := Config{Zap: zap.Options{Development: false}}
+	cfg := Config{Zap: zap.Options{Development: false}, CertRotation: certs.DefaultMode}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "path to a kubeconfig; empty uses $KUBECONFIG or the in-cluster config")
 	fs.StringVar(&cfg.CertDir, "cert-dir", defaultCertDir, "directory holding tls.crt and tls.key for the webhook server (reloaded when they change)")
@@ -109,7 +110,7 @@ func parseFlags(name string, args []string) (Config, error) {
 	fs.BoolVar(&cfg.EnableHTTP2, "enable-http2", false, "serve the webhook over HTTP/2 as well as HTTP/1.1")
 	fs.BoolVar(&cfg.SkipDatabase, "skip-database-check", false, "do not probe databases (each checked target then gets a warning)")
 	fs.BoolVar(&cfg.SmokeChecks, "smoke-checks", checks.DefaultSmokeChecks, "run the smoke gate for targets that opt in with the cutover-guard.dev/smoke-path annotation (a GET on each ready pod); false: they get a warning instead")
-	fs.BoolVar(&cfg.DisableCertRotation, "disable-cert-rotation", false, "do not bootstrap, inject or rotate the serving certificate; serve the tls.crt and tls.key that another tool (cert-manager) puts in --cert-dir")
+	fs.Var(&cfg.CertRotation, "cert-rotation", "true: bootstrap the serving certificate into --cert-secret-name, inject its CA into --webhook-config-name and renew it (the in-cluster install); false: serve the tls.crt and tls.key in --cert-dir as another tool (cert-manager) or you put them there; auto: true only in a cluster (no --kubeconfig or $KUBECONFIG) with an empty --cert-dir")
 	fs.StringVar(&cfg.Certs.Namespace, "namespace", certs.DefaultNamespace, "namespace of the guard's Service and certificate Secret")
 	fs.StringVar(&cfg.Certs.SecretName, "cert-secret-name", certs.DefaultSecretName, "Secret (in --namespace) that keeps the CA and serving certificate; it must exist and is filled by the guard")
 	fs.StringVar(&cfg.Certs.ServiceName, "service-name", certs.DefaultServiceName, "Service (in --namespace) the API server calls; the certificate names <service>.<namespace>.svc")
@@ -164,7 +165,8 @@ func parseFlags(name string, args []string) (Config, error) {
 	case cfg.ClientCN != "":
 		errs = append(errs, errors.New("--client-cn needs --client-ca-file: without a CA no client certificate is verified"))
 	}
-	if !cfg.DisableCertRotation {
+	if cfg.CertRotation != certs.ModeOff {
+		// auto may rotate: its names must be usable.
 		errs = append(errs, cfg.Certs.Validate())
 	}
 	if len(cfg.DatabaseURLEnv) == 0 {

@@ -153,6 +153,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		UnknownWorkloads         checks.UnknownWorkloads
 		CheckCreate              bool
 		SmokeChecks              bool
+		CertRotation             certs.Mode
 	}
 	want := defaults{
 		Port: crwebhook.DefaultPort, MetricsAddr: metricsserver.DefaultBindAddress,
@@ -168,6 +169,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		UnknownWorkloads: checks.DefaultUnknownWorkloads,
 		CheckCreate:      webhook.DefaultCheckCreate,
 		SmokeChecks:      checks.DefaultSmokeChecks,
+		CertRotation:     certs.DefaultMode,
 	}
 	got := defaults{
 		Port: c.Port, MetricsAddr: c.MetricsAddr,
@@ -183,6 +185,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		UnknownWorkloads: c.UnknownWorkloads,
 		CheckCreate:      c.CheckCreate,
 		SmokeChecks:      c.SmokeChecks,
+		CertRotation:     c.CertRotation,
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("flag defaults (-package defaults +flags):\n%s", diff)

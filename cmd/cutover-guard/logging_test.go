@@ -24,7 +24,7 @@ func TestLoggerKeepsEveryLine(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			cfg, err := parseFlags("cutover-guard", append([]string{"--disable-cert-rotation"}, tc.args...))
+			cfg, err := parseFlags("cutover-guard", append([]string{"--cert-rotation=false"}, tc.args...))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -45,7 +45,7 @@ func TestLoggerKeepsEveryLine(t *testing.T) {
 }
 
 func TestLoggerTimestampsAreRFC3339Nano(t *testing.T) {
-	cfg, err := parseFlags("cutover-guard", []string{"--disable-cert-rotation"})
+	cfg, err := parseFlags("cutover-guard", []string{"--cert-rotation=false"})
 	if err != nil {
 		t.Fatal(err)
 	}

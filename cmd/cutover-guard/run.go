@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -35,11 +36,20 @@ func run(ctx context.Context, cfg Config) error {
 	// With rotation the key pair comes from the certificate Secret, swapped in
 	// place on renewal; without, controller-runtime watches the files in CertDir.
 	var rotation *certs.Rotation
-	if !cfg.DisableCertRotation {
+	rotate, why := cfg.CertRotation.Resolve(certs.CurrentEnvironment(cfg.Kubeconfig, cfg.CertDir))
+	if rotate {
 		if rotation, err = certs.New(cfg.Certs); err != nil {
 			return err
 		}
 		tlsOpts = append(tlsOpts, rotation.TLSConfig)
+		log.Info("certificate rotation on: the serving certificate is kept in a Secret, its CA injected into the webhook configuration",
+			"reason", why, "secret", cfg.Certs.Namespace+"/"+cfg.Certs.SecretName, "webhookConfiguration", cfg.Certs.WebhookConfigName)
+	} else {
+		if err := certs.CheckKeyPair(cfg.CertDir); err != nil {
+			return err
+		}
+		log.Info("certificate rotation off: serving tls.crt and tls.key from --cert-dir as they are, reloaded when they change; "+
+			"the webhook configuration's caBundle must trust them", "reason", why, "certDir", cfg.CertDir)
 	}
 	if cfg.ClientAuth != nil {
 		if err := cfg.ClientAuth.addSelfCheck(); err != nil {
@@ -61,6 +71,9 @@ func run(ctx context.Context, cfg Config) error {
 	}
 
 	metrics := webhook.DefaultMetrics()
+	if err := crmetrics.Registry.Register(certs.NewExpiryCollector(cfg.CertDir)); err != nil {
+		return err
+	}
 	guard := &checks.Guard{Reader: mgr.GetAPIReader(), DatabaseEnv: cfg.DatabaseURLEnv,
 		MaxDatabaseURLsPerTarget: cfg.MaxDatabaseURLsPerTarget, MaxDatabaseURLsPerRequest: cfg.MaxDatabaseURLsPerRequest,
 		MaxDecisionsPerNamespace: cfg.MaxChecksPerNamespace, DatabaseURLsPerNamespacePerMinute: cfg.DBProbesPerNamespacePerMinute,

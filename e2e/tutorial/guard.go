@@ -66,10 +66,13 @@ type GuardOptions struct {
 	// configuration and keeps Dir/certs current. Nothing is written there
 	// first, and CABundle stays empty.
 	RotateCertificate bool
-	// PreRotationBuild marks a build older than certificate rotation (the
-	// benchmarks measure older builds for comparison): it serves --cert-dir
-	// as it is without being told, and does not know --disable-cert-rotation.
-	PreRotationBuild bool
+	// LegacyDisableRotation marks a build that rotates its certificate by
+	// default even out of cluster and knows only --disable-cert-rotation
+	// to serve --cert-dir (the benchmarks measure older builds for
+	// comparison): the harness passes that flag. Current builds serve
+	// --cert-dir out of cluster without being told, and builds older than
+	// rotation know no such flag.
+	LegacyDisableRotation bool
 	// Port, MetricsPort and HealthPort are the loopback ports, when Port is
 	// set (a test that registers the webhook before the guard starts needs
 	// them first); otherwise free ports are picked, and picked again if one
@@ -157,11 +160,14 @@ func StartGuard(ctx context.Context, o GuardOptions) (*Guard, error) {
 			return nil, fmt.Errorf("serving certificate: %w", err)
 		}
 		caPEM = bundle.CAPEM
-		if !o.PreRotationBuild {
-			// The guard serves the certificate written above from
-			// --cert-dir rather than bootstrapping its own in the cluster.
+		// Out of cluster the guard serves the certificate written above
+		// from --cert-dir as it is, unasked: the documented command.
+		if o.LegacyDisableRotation {
 			certArgs = []string{"--disable-cert-rotation"}
 		}
+	} else {
+		// As the manifests do: rotation is asked for.
+		certArgs = []string{"--cert-rotation=true"}
 	}
 	if err := os.WriteFile(o.LogPath, nil, 0o600); err != nil {
 		return nil, err
