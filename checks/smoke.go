@@ -84,8 +84,8 @@ func (e *smokeEndpoint) podName() string {
 	return e.pod.Name
 }
 
-// SmokeTested is the smoke gate: when the target's workload (in.Deployments,
-// set by DeploymentReady) or its Service has AnnotationSmokePath, it sends
+// SmokeTested is the smoke gate: when the target's workload (in.Workloads,
+// set by WorkloadReady: any kind) or its Service has AnnotationSmokePath, it sends
 // GET <path> to each ready, non-terminating endpoint of in.Service on the
 // port the backendRef maps to (or smoke-port), at the pod's own address
 // from the EndpointSlices, never the Service's, and judges each answer by
@@ -287,8 +287,11 @@ func slicePortNumber(ports []discoveryv1.EndpointPort, name string) int32 {
 // namedContainerPort resolves a container port name in the pod templates
 // of in's workloads; 0 if none declares it.
 func namedContainerPort(in *Input, name string) int32 {
-	for i := range in.Deployments {
-		for _, c := range in.Deployments[i].Spec.Template.Spec.Containers {
+	for _, w := range in.workloads() {
+		if w.Template == nil {
+			continue // a Rollout that refers to another's template
+		}
+		for _, c := range w.Template.Spec.Containers {
 			for _, p := range c.Ports {
 				if p.Name == name && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
 					return p.ContainerPort

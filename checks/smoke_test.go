@@ -701,3 +701,41 @@ func TestSmokePortAnnotation(t *testing.T) {
 		t.Errorf("%d requests, want 2", n)
 	}
 }
+
+// The gate is configured by any workload kind the workload check finds, not
+// only Deployments: a StatefulSet's annotations opt in, and a named
+// smoke-port resolves in its pod template.
+func TestSmokeGateOfAStatefulSet(t *testing.T) {
+	p := &smokePod{handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })}
+	objs := smokeWorld(t, p)
+	sl := objs[2].(*discoveryv1.EndpointSlice)
+	listening := *sl.Ports[0].Port
+	sl.Ports[0].Port = ptr.To[int32](1) // the Service's port: nothing there
+
+	in := smokeInput(objs, testSmoker(), nil)
+	tmpl := in.Deployments[0].Spec.Template.DeepCopy()
+	tmpl.Spec.Containers[0].Ports[0].ContainerPort = listening
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "app-green",
+			Annotations: map[string]string{AnnotationSmokePath: "/ready", AnnotationSmokePort: tmpl.Spec.Containers[0].Ports[0].Name}},
+		Spec: appsv1.StatefulSetSpec{Template: *tmpl},
+	}
+	in.Deployments = nil
+	in.Workloads = []Workload{{Kind: KindStatefulSet, Object: sts, Template: &sts.Spec.Template}}
+	if !smokeOptedIn(in) {
+		t.Fatal("a StatefulSet with smoke-path does not opt its target in")
+	}
+	got, err := SmokeTested(t.Context(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]Reason{ReasonSmokeStatus}, reasons(got)); diff != "" {
+		t.Errorf("reasons (-want +got):\n%s\nfindings: %v", diff, got)
+	}
+	if len(got) > 0 && !strings.Contains(got[0].String(), "503") {
+		t.Errorf("finding %q does not say what came back", got[0].String())
+	}
+	if n := p.hits.Load(); n != 1 {
+		t.Errorf("%d requests on the StatefulSet's named port %d, want 1", n, listening)
+	}
+}

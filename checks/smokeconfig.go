@@ -76,13 +76,12 @@ type annotated struct {
 
 // smokeSources returns the objects whose annotations configure the smoke
 // gate for in's target, in order of precedence: the workloads the
-// deployment check found, then the Service. It is the one place that knows
+// workload check found (of any kind), then the Service. It is the one place that knows
 // where the workloads are kept.
 func smokeSources(in *Input) []annotated {
 	var out []annotated
-	for i := range in.Deployments {
-		d := &in.Deployments[i]
-		out = append(out, annotated{name: "deployment " + d.Name, annotations: d.Annotations})
+	for _, w := range in.workloads() {
+		out = append(out, annotated{name: w.Ref(), annotations: w.Object.GetAnnotations()})
 	}
 	if in.Service != nil {
 		out = append(out, annotated{name: "service " + in.Service.Name, annotations: in.Service.Annotations})
