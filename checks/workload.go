@@ -3,6 +3,7 @@ package checks
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -330,7 +331,7 @@ func kubectlName(kind, group, name string) string {
 // its own GET (see getDeployment and its kin), one after the other.
 func readOwners(ctx context.Context, r client.Reader, svc *corev1.Service, named *appsv1.Deployment, o *owners, rollouts *servedAPI, sel *WorkloadSelection) error {
 	selector := labels.SelectorFromSet(svc.Spec.Selector)
-	for _, name := range sortedKeys(o.deployments) {
+	for _, name := range slices.Sorted(maps.Keys(o.deployments)) {
 		d := named
 		if d == nil || d.Name != name {
 			var err error
@@ -342,7 +343,7 @@ func readOwners(ctx context.Context, r client.Reader, svc *corev1.Service, named
 			sel.Workloads = append(sel.Workloads, deploymentWorkload(d))
 		}
 	}
-	for _, name := range sortedKeys(o.statefulSets) {
+	for _, name := range slices.Sorted(maps.Keys(o.statefulSets)) {
 		s := &appsv1.StatefulSet{}
 		found, err := getNamed(ctx, r, svc.Namespace, name, "statefulset", s)
 		if err != nil {
@@ -354,7 +355,7 @@ func readOwners(ctx context.Context, r client.Reader, svc *corev1.Service, named
 		}
 		sel.Workloads = append(sel.Workloads, Workload{Kind: KindStatefulSet, Object: s, Template: &s.Spec.Template})
 	}
-	for _, name := range sortedKeys(o.daemonSets) {
+	for _, name := range slices.Sorted(maps.Keys(o.daemonSets)) {
 		ds := &appsv1.DaemonSet{}
 		found, err := getNamed(ctx, r, svc.Namespace, name, "daemonset", ds)
 		if err != nil {
@@ -366,7 +367,7 @@ func readOwners(ctx context.Context, r client.Reader, svc *corev1.Service, named
 		}
 		sel.Workloads = append(sel.Workloads, Workload{Kind: KindDaemonSet, Object: ds, Template: &ds.Spec.Template})
 	}
-	for _, name := range sortedKeys(o.rollouts) {
+	for _, name := range slices.Sorted(maps.Keys(o.rollouts)) {
 		w, why, err := getRollout(ctx, r, svc.Namespace, name, rollouts)
 		if err != nil {
 			return err
@@ -377,7 +378,7 @@ func readOwners(ctx context.Context, r client.Reader, svc *corev1.Service, named
 		}
 		sel.Workloads = append(sel.Workloads, w)
 	}
-	for _, name := range sortedKeys(o.pods) {
+	for _, name := range slices.Sorted(maps.Keys(o.pods)) {
 		p := &corev1.Pod{}
 		found, err := getNamed(ctx, r, svc.Namespace, name, "pod", p)
 		if err != nil {
@@ -389,15 +390,6 @@ func readOwners(ctx context.Context, r client.Reader, svc *corev1.Service, named
 		}
 	}
 	return nil
-}
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // getNamed reads one object by name into obj; found is false when there is

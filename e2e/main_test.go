@@ -128,22 +128,8 @@ func (e *env) reset(t *testing.T, w world) {
 	if err := tutorial.SetSecret(ctx, e.kube, tutorial.Namespace, postgresDSN); err != nil {
 		t.Fatal(err)
 	}
-	errs := make(chan error, 2)
-	go func() {
-		errs <- tutorial.Serve(ctx, e.kube, e.manifests.Deployment(tutorial.Blue, tutorial.Replicas, false))
-	}()
-	go func() {
-		green := e.manifests.Deployment(tutorial.Green, tutorial.Replicas, !w.greenReady)
-		if w.greenReady {
-			errs <- tutorial.Serve(ctx, e.kube, green)
-		} else {
-			errs <- tutorial.HoldPending(ctx, e.kube, green)
-		}
-	}()
-	for range 2 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
+	if err := e.manifests.ServeColors(ctx, e.kube, w.greenReady); err != nil {
+		t.Fatal(err)
 	}
 	e.recreateRoute(t, e.manifests.Route.DeepCopy())
 	if w.dsn != postgresDSN {

@@ -148,19 +148,7 @@ func (e *env) sh(t *testing.T, line string) *tutorial.Result {
 func (e *env) reset(t *testing.T, greenReady bool) {
 	t.Helper()
 	ctx := t.Context()
-	errs := make(chan error, 2)
-	go func() {
-		errs <- tutorial.Serve(ctx, e.kube, e.manifests.Deployment(tutorial.Blue, tutorial.Replicas, false))
-	}()
-	go func() {
-		green := e.manifests.Deployment(tutorial.Green, tutorial.Replicas, !greenReady)
-		if greenReady {
-			errs <- tutorial.Serve(ctx, e.kube, green)
-		} else {
-			errs <- tutorial.HoldPending(ctx, e.kube, green)
-		}
-	}()
-	if err := errors.Join(<-errs, <-errs); err != nil {
+	if err := e.manifests.ServeColors(ctx, e.kube, greenReady); err != nil {
 		t.Fatal(err)
 	}
 	if err := tutorial.Recreate(ctx, e.kube, e.manifests.Route.DeepCopy()); err != nil {

@@ -196,11 +196,24 @@ func Setup(ctx context.Context, c client.Client, dsn string) error {
 			return err
 		}
 	}
-	errs := make(chan error, 2)
-	go func() { errs <- Serve(ctx, c, m.Deployment(Blue, Replicas, false)) }()
-	go func() { errs <- HoldPending(ctx, c, m.Deployment(Green, Replicas, true)) }()
-	if err := errors.Join(<-errs, <-errs); err != nil {
+	if err := m.ServeColors(ctx, c, false); err != nil {
 		return err
 	}
 	return Recreate(ctx, c, m.Route)
+}
+
+// ServeColors makes blue serve and green serve (greenReady) or be held
+// Pending (HoldPending), both at once, and waits for both.
+func (m *Manifests) ServeColors(ctx context.Context, c client.Client, greenReady bool) error {
+	errs := make(chan error, 2)
+	go func() { errs <- Serve(ctx, c, m.Deployment(Blue, Replicas, false)) }()
+	go func() {
+		green := m.Deployment(Green, Replicas, !greenReady)
+		if greenReady {
+			errs <- Serve(ctx, c, green)
+		} else {
+			errs <- HoldPending(ctx, c, green)
+		}
+	}()
+	return errors.Join(<-errs, <-errs)
 }
