@@ -2,16 +2,12 @@ package manifests_test
 
 import (
 	"context"
-	"encoding/pem"
-	"net/http/httptest"
 	"testing"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/cutover-guard/cutover-guard/webhook"
@@ -27,24 +23,7 @@ func TestServiceMatchConditions(t *testing.T) {
 	ctx := t.Context()
 	cl := routeClient(t, c)
 
-	counter := &countingWebhook{count: map[string]int{}}
-	srv := httptest.NewTLSServer(counter)
-	t.Cleanup(srv.Close)
-	caBundle := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-
-	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
-	mustFind(t, build(t, "default"), "ValidatingWebhookConfiguration", "cutover-guard", &vwc)
-	vwc.Name = "cutover-guard-count-service-requests"
-	for i, w := range vwc.Webhooks {
-		vwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{
-			URL:      ptr.To(srv.URL + *w.ClientConfig.Service.Path),
-			CABundle: caBundle,
-		}
-	}
-	if err := cl.Create(ctx, &vwc); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cl.Delete(context.Background(), &vwc) })
+	counter := registerCounting(t, cl, "default", "cutover-guard-count-service-requests")
 
 	apps := createNamespace(t, cl, "count-service-requests")
 	createNamespace(t, cl, namespace)

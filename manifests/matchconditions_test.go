@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/cutover-guard/cutover-guard/certs"
 	"github.com/cutover-guard/cutover-guard/e2e/cluster"
 	"github.com/cutover-guard/cutover-guard/webhook"
 )
@@ -62,24 +63,7 @@ func TestMatchConditions(t *testing.T) {
 	ctx := t.Context()
 	cl := routeClient(t, c)
 
-	counter := &countingWebhook{count: map[string]int{}}
-	srv := httptest.NewTLSServer(counter) // its certificate names 127.0.0.1
-	t.Cleanup(srv.Close)
-	caBundle := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-
-	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
-	mustFind(t, build(t, "default"), "ValidatingWebhookConfiguration", "cutover-guard", &vwc)
-	vwc.Name = "cutover-guard-count-requests"
-	for i, w := range vwc.Webhooks {
-		vwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{
-			URL:      ptr.To(srv.URL + *w.ClientConfig.Service.Path),
-			CABundle: caBundle,
-		}
-	}
-	if err := cl.Create(ctx, &vwc); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cl.Delete(context.Background(), &vwc) })
+	counter := registerCounting(t, cl, "default", "cutover-guard-count-requests")
 
 	apps := createNamespace(t, cl, "count-requests")
 	createNamespace(t, cl, namespace)
@@ -275,4 +259,30 @@ func recreate(t *testing.T, cl client.Client, obj client.Object) {
 	if err != nil {
 		t.Fatalf("create %T %s: %v", obj, client.ObjectKeyFromObject(obj), err)
 	}
+}
+
+// registerCounting installs the ValidatingWebhookConfiguration of overlay
+// under name, every webhook pointed at a new counting webhook on loopback,
+// and removes it when the test ends.
+func registerCounting(t *testing.T, cl client.Client, overlay, name string) *countingWebhook {
+	t.Helper()
+	counter := &countingWebhook{count: map[string]int{}}
+	srv := httptest.NewTLSServer(counter) // its certificate names 127.0.0.1
+	t.Cleanup(srv.Close)
+	caBundle := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+
+	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
+	mustFind(t, build(t, overlay), "ValidatingWebhookConfiguration", certs.DefaultWebhookConfigName, &vwc)
+	vwc.Name = name
+	for i, w := range vwc.Webhooks {
+		vwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{
+			URL:      ptr.To(srv.URL + *w.ClientConfig.Service.Path),
+			CABundle: caBundle,
+		}
+	}
+	if err := cl.Create(t.Context(), &vwc); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Delete(context.Background(), &vwc) })
+	return counter
 }

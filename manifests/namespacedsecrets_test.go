@@ -2,8 +2,6 @@ package manifests_test
 
 import (
 	"context"
-	"encoding/pem"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,7 +18,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/cutover-guard/cutover-guard/certs"
@@ -233,20 +230,7 @@ func TestNamespacedSecretsWebhookMatchesOnlyOptedIn(t *testing.T) {
 	ctx := t.Context()
 	cl := routeClient(t, c)
 
-	counter := &countingWebhook{count: map[string]int{}}
-	srv := httptest.NewTLSServer(counter)
-	t.Cleanup(srv.Close)
-	caBundle := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
-	mustFind(t, build(t, namespacedOverlay), "ValidatingWebhookConfiguration", certs.DefaultWebhookConfigName, &vwc)
-	vwc.Name = "cutover-guard-count-opted-in"
-	for i, w := range vwc.Webhooks {
-		vwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: ptr.To(srv.URL + *w.ClientConfig.Service.Path), CABundle: caBundle}
-	}
-	if err := cl.Create(ctx, &vwc); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cl.Delete(context.Background(), &vwc) })
+	counter := registerCounting(t, cl, namespacedOverlay, "cutover-guard-count-opted-in")
 
 	for ns, labels := range map[string]map[string]string{"opted-in": {optInLabel: "true"}, "not-opted-in": nil} {
 		err := cl.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}})
