@@ -53,7 +53,8 @@ plugin-dist: ## kubectl plugin archives for krew and their manifest in bin/dist:
 	  os=$${p%/*}; arch=$${p#*/}; dir=$(BIN)/dist/$$os-$$arch; \
 	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -buildvcs=false -ldflags="-s -w" -o $$dir/kubectl-cutover ./cmd/kubectl-cutover; \
 	  tgz=$(BIN)/dist/kubectl-cutover_$(VERSION)_$${os}_$${arch}.tar.gz; \
-	  tar -C $$dir -czf $$tgz kubectl-cutover; \
+	  cp LICENSE $$dir/LICENSE; \
+	  tar -C $$dir -czf $$tgz kubectl-cutover LICENSE; \
 	  subst="$$subst;s|\$${SHA256_$${os}_$${arch}}|$$(sha256sum $$tgz | cut -d' ' -f1)|g"; \
 	done; \
 	sed -e "$$subst" hack/krew/cutover.yaml > $(BIN)/dist/cutover.yaml

@@ -12,7 +12,8 @@ import (
 
 // The krew manifest names the plugin as kubectl expects (binary
 // kubectl-cutover, plugin cutover) and has one archive per platform that
-// `make plugin-dist` builds, each with the placeholder it fills in.
+// `make plugin-dist` builds, each with the placeholder it fills in and the
+// binary and LICENSE it packs.
 func TestKrewManifest(t *testing.T) {
 	raw, err := os.ReadFile(filepath.Join("..", "..", "hack", "krew", "cutover.yaml"))
 	if err != nil {
@@ -34,6 +35,9 @@ func TestKrewManifest(t *testing.T) {
 				URI    string `json:"uri"`
 				SHA256 string `json:"sha256"`
 				Bin    string `json:"bin"`
+				Files  []struct {
+					From string `json:"from"`
+				} `json:"files"`
 			} `json:"platforms"`
 		} `json:"spec"`
 	}
@@ -50,6 +54,14 @@ func TestKrewManifest(t *testing.T) {
 		if p.Bin != "kubectl-cutover" || p.SHA256 != "${SHA256_"+os+"_"+arch+"}" ||
 			!strings.HasSuffix(p.URI, "/kubectl-cutover_${VERSION}_"+os+"_"+arch+".tar.gz") {
 			t.Errorf("platform %s/%s: bin %q sha256 %q uri %q", os, arch, p.Bin, p.SHA256, p.URI)
+		}
+		// The archive holds the binary and the license (make plugin-dist).
+		var files []string
+		for _, f := range p.Files {
+			files = append(files, f.From)
+		}
+		if !slices.Equal(files, []string{"kubectl-cutover", "LICENSE"}) {
+			t.Errorf("platform %s/%s installs %v, want [kubectl-cutover LICENSE]", os, arch, files)
 		}
 	}
 	slices.Sort(got)
