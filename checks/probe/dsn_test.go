@@ -253,8 +253,9 @@ func passwordCandidates(raw string) []string {
 		if at < 0 {
 			continue
 		}
-		// A user name holds no '/', '?' or '#': a cut that finds one in
-		// it spans the host, path or query, not the userinfo.
+		// A user name holds no '/', '?' or '#' (parseDSN refuses one that
+		// does, with a message that quotes nothing): a cut that finds one
+		// in it spans the host, path or query, not the userinfo.
 		if user, pw, ok := strings.Cut(rest[:at], ":"); ok && pw != "" && !strings.ContainsAny(user, "/?#") {
 			out = append(out, pw)
 		}
