@@ -80,7 +80,7 @@ const MaxEndpointSlicesRead = 64
 func serviceSlices(ctx context.Context, r client.Reader, svc *corev1.Service) ([]discoveryv1.EndpointSlice, int, error) {
 	var list metav1.PartialObjectMetadataList
 	list.SetGroupVersionKind(discoveryv1.SchemeGroupVersion.WithKind("EndpointSliceList"))
-	if err := r.List(ctx, &list, client.InNamespace(svc.Namespace), client.MatchingLabels{discoveryv1.LabelServiceName: svc.Name}, fromCache()); err != nil {
+	if err := r.List(ctx, &list, serviceSliceListOptions(svc.Namespace, svc.Name)...); err != nil {
 		return nil, 0, fmt.Errorf("listing endpointslices of service %s/%s: %w", svc.Namespace, svc.Name, err)
 	}
 	names := make([]string, 0, len(list.Items))
@@ -120,6 +120,12 @@ func serviceSlices(ctx context.Context, r client.Reader, svc *corev1.Service) ([
 		}
 	}
 	return out, len(list.Items), nil
+}
+
+// serviceSliceListOptions select Service ns/name's EndpointSlices from the
+// watch cache: what serviceSlices lists, and what Guard reads ahead.
+func serviceSliceListOptions(ns, name string) []client.ListOption {
+	return []client.ListOption{client.InNamespace(ns), client.MatchingLabels{discoveryv1.LabelServiceName: name}, fromCache()}
 }
 
 // slicePort reports whether a slice carries the Service port with this name

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/cutover-guard/cutover-guard/checks/probe"
 
@@ -174,6 +175,12 @@ func (g *Guard) Evaluate(ctx context.Context, targets []Target) (Result, error) 
 		perRequest = DefaultMaxDatabaseURLsPerRequest
 	}
 	budget := newURLBudget(perRequest)
+	// The slots the targets leave free are for reading ahead (readahead.go):
+	// targets and reads ahead together stay within limit.
+	var ahead *semaphore.Weighted
+	if spare := limit - len(targets); spare > 0 {
+		ahead = semaphore.NewWeighted(int64(spare))
+	}
 	var eg errgroup.Group
 	eg.SetLimit(limit)
 	for i, t := range targets {
@@ -184,7 +191,7 @@ func (g *Guard) Evaluate(ctx context.Context, targets []Target) (Result, error) 
 				results[i] = timedOut(t, CheckReference, 0)
 				return nil
 			}
-			results[i], errs[i] = g.evaluate(ctx, t, budget)
+			results[i], errs[i] = g.evaluate(ctx, t, budget, ahead)
 			return nil
 		})
 	}
@@ -214,13 +221,16 @@ type outcome struct {
 // DatabaseReachable (which needs the workloads). A selector switch
 // (t.Proposed) has its endpoints-to-be judged from the pods
 // (SelectedPodsReady): its EndpointSlices still hold the old selector's.
-func (g *Guard) evaluate(ctx context.Context, t Target, budget *urlBudget) (Result, error) {
+func (g *Guard) evaluate(ctx context.Context, t Target, budget *urlBudget, ahead *semaphore.Weighted) (Result, error) {
 	var res Result
 	unknown := g.UnknownWorkloads
 	if unknown == "" {
 		unknown = DefaultUnknownWorkloads
 	}
-	in := Input{Reader: g.Reader, Prober: g.Prober, Smoker: g.Smoker, DatabaseEnv: g.DatabaseEnv, MaxDatabaseURLs: g.MaxDatabaseURLsPerTarget, Target: t,
+	ra := newReadAhead(ctx, g.Reader, ahead)
+	defer ra.stop()
+	g.readAheadFor(ra, t)
+	in := Input{Reader: ra, Prober: g.Prober, Smoker: g.Smoker, DatabaseEnv: g.DatabaseEnv, MaxDatabaseURLs: g.MaxDatabaseURLsPerTarget, Target: t,
 		UnknownWorkloads: unknown, requestURLs: budget, namespaceURLs: g.urlsN, rollouts: &g.rollouts}
 	in, done, err := runCheck(ctx, in, &res, CheckReference, Reference)
 	if err != nil || !done || in.Service == nil {
