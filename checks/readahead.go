@@ -71,9 +71,10 @@ type readAhead struct {
 	cancel context.CancelFunc
 	// slots are the reads ahead this target may have in flight; nil reads
 	// nothing ahead.
-	slots *semaphore.Weighted
-	mu    sync.Mutex
-	reads map[string]*aheadRead
+	slots   *semaphore.Weighted
+	mu      sync.Mutex
+	reads   map[string]*aheadRead
+	stopped bool
 }
 
 // aheadRead is one read started ahead: done is closed when obj (a
@@ -92,7 +93,14 @@ func newReadAhead(ctx context.Context, r client.Reader, slots *semaphore.Weighte
 }
 
 // stop cancels every read ahead still in flight; their answers are dropped.
-func (ra *readAhead) stop() { ra.cancel() }
+// A read ahead still in flight then ends as its HTTP request does when its
+// context is cancelled; none starts after stop.
+func (ra *readAhead) stop() {
+	ra.mu.Lock()
+	defer ra.mu.Unlock()
+	ra.stopped = true
+	ra.cancel()
+}
 
 func getKey(key client.ObjectKey, obj client.Object) string {
 	return fmt.Sprintf("get %T %s %s", obj, obj.GetObjectKind().GroupVersionKind(), key)
@@ -163,7 +171,7 @@ func (ra *readAhead) start(key string, obj runtime.Object, read func(ctx context
 		return
 	}
 	ra.mu.Lock()
-	if ra.reads[key] != nil {
+	if ra.stopped || ra.reads[key] != nil {
 		ra.mu.Unlock()
 		ra.slots.Release(1)
 		return

@@ -1,0 +1,73 @@
+package checks
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+)
+
+// Reading ahead changes no verdict and reads no object twice: one target
+// (slots to spare, so its reads start ahead) and the same target among
+// enough others to leave no slot (nothing read ahead) get the same
+// findings, and each object is read by one GET either way.
+func TestReadAheadChangesNoVerdictAndReadsOnce(t *testing.T) {
+	for name, objs := range map[string][]client.Object{
+		"ready":          {greenService(), readyDeployment("app-green", 2), slice("app-green", ptr.To(true))},
+		"unready slice":  {greenService(), readyDeployment("app-green", 2), slice("app-green", ptr.To(false))},
+		"no deployment":  {greenService(), slice("app-green", ptr.To(true))},
+		"no service":     {readyDeployment("app-green", 2), slice("app-green", ptr.To(true))},
+		"scaled to zero": {greenService(), scaledToZero(readyDeployment("app-green", 2)), slice("app-green", ptr.To(true))},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var mu sync.Mutex
+			gets := map[string]int{}
+			r := fake.NewClientBuilder().WithScheme(testScheme()).WithObjects(objs...).WithInterceptorFuncs(interceptor.Funcs{
+				Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+					mu.Lock()
+					gets[fmt.Sprintf("%T %s", obj, key)]++
+					mu.Unlock()
+					return cl.Get(ctx, key, obj, opts...)
+				},
+			}).Build()
+			ahead, err := (&Guard{Reader: r}).Evaluate(t.Context(), []Target{greenTarget()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			for k, n := range gets {
+				if n > 1 {
+					t.Errorf("%s read %d times, want once", k, n)
+				}
+			}
+			mu.Unlock()
+			// With as many targets as slots, nothing is read ahead.
+			ts := []Target{greenTarget()}
+			for i := 1; i < DefaultMaxConcurrentTargets; i++ {
+				o := greenTarget()
+				o.Service.Name = fmt.Sprintf("other-%d", i)
+				ts = append(ts, o)
+			}
+			plain, err := (&Guard{Reader: fakeReader(objs...)}).Evaluate(t.Context(), ts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var own []Finding
+			for _, f := range plain.Findings {
+				if f.Service.Name == "app-green" {
+					own = append(own, f)
+				}
+			}
+			if diff := cmp.Diff(reasons(own), reasons(ahead.Findings)); diff != "" {
+				t.Errorf("reasons (-without reading ahead +with):\n%s", diff)
+			}
+		})
+	}
+}
