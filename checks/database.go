@@ -337,10 +337,7 @@ func schemaWithoutDatabase(svc types.NamespacedName, workloads []Workload, specs
 		if s == nil || slices.ContainsFunc(uses, func(u dsnUse) bool { return slices.Contains(u.workloads, wi) }) {
 			continue
 		}
-		names := envNames
-		if len(names) == 0 {
-			names = []string{DefaultDatabaseURLEnv}
-		}
+		names := databaseEnvNames(envNames)
 		if a, ok := workloads[wi].Object.GetAnnotations()[AnnotationDatabaseURLEnv]; ok {
 			names, _ = splitNames(a, maxAnnotationEnvNames)
 		}

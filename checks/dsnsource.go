@@ -26,9 +26,7 @@ type dsnUse struct {
 // warning that there is none). An error means a Secret or ConfigMap could not
 // be read (other than NotFound).
 func discoverDSNs(ctx context.Context, r client.Reader, svc types.NamespacedName, workloads []Workload, envNames []string) ([]dsnUse, []Finding, error) {
-	if len(envNames) == 0 {
-		envNames = []string{DefaultDatabaseURLEnv}
-	}
+	envNames = databaseEnvNames(envNames)
 	res := newEnvResolver(ctx, r, svc, workloads, envNames)
 	var uses []dsnUse
 	// seen is the index in uses of each value found, -1 for one too long.
@@ -114,6 +112,16 @@ func discoverDSNs(ctx context.Context, r client.Reader, svc types.NamespacedName
 		})
 	}
 	return uses, res.findings, nil
+}
+
+// databaseEnvNames is envNames, or DefaultDatabaseURLEnv when it names none:
+// the env vars a connection string is looked for in when a workload's
+// annotation does not say.
+func databaseEnvNames(envNames []string) []string {
+	if len(envNames) == 0 {
+		return []string{DefaultDatabaseURLEnv}
+	}
+	return envNames
 }
 
 // newEnvResolver is the resolver of the connection strings of workloads,

@@ -78,9 +78,8 @@ const MaxEndpointSlicesRead = 64
 // returns the slices read and how many the cache listed. See reads.go for
 // why a cache behind etcd can only lower the count of ready endpoints.
 func serviceSlices(ctx context.Context, r client.Reader, svc *corev1.Service) ([]discoveryv1.EndpointSlice, int, error) {
-	var list metav1.PartialObjectMetadataList
-	list.SetGroupVersionKind(discoveryv1.SchemeGroupVersion.WithKind("EndpointSliceList"))
-	if err := r.List(ctx, &list, serviceSliceListOptions(svc.Namespace, svc.Name)...); err != nil {
+	list := sliceMetadataList()
+	if err := r.List(ctx, list, serviceSliceListOptions(svc.Namespace, svc.Name)...); err != nil {
 		return nil, 0, fmt.Errorf("listing endpointslices of service %s/%s: %w", svc.Namespace, svc.Name, err)
 	}
 	names := make([]string, 0, len(list.Items))
@@ -120,6 +119,14 @@ func serviceSlices(ctx context.Context, r client.Reader, svc *corev1.Service) ([
 		}
 	}
 	return out, len(list.Items), nil
+}
+
+// sliceMetadataList is what serviceSlices lists EndpointSlices into: their
+// metadata only.
+func sliceMetadataList() *metav1.PartialObjectMetadataList {
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(discoveryv1.SchemeGroupVersion.WithKind("EndpointSliceList"))
+	return list
 }
 
 // serviceSliceListOptions select Service ns/name's EndpointSlices from the

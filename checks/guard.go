@@ -227,10 +227,15 @@ func (g *Guard) evaluate(ctx context.Context, t Target, budget *urlBudget, ahead
 	if unknown == "" {
 		unknown = DefaultUnknownWorkloads
 	}
-	ra := newReadAhead(ctx, g.Reader, ahead)
-	defer ra.stop()
-	g.readAheadFor(ra, t)
-	in := Input{Reader: ra, Prober: g.Prober, Smoker: g.Smoker, DatabaseEnv: g.DatabaseEnv, MaxDatabaseURLs: g.MaxDatabaseURLsPerTarget, Target: t,
+	var reader client.Reader = g.Reader
+	if ahead != nil && t.Proposed == nil {
+		// A selector switch reads no Service: nothing to read ahead of.
+		ra := newReadAhead(ctx, g.Reader, ahead)
+		defer ra.stop()
+		g.readAheadFor(ra, t)
+		reader = ra
+	}
+	in := Input{Reader: reader, Prober: g.Prober, Smoker: g.Smoker, DatabaseEnv: g.DatabaseEnv, MaxDatabaseURLs: g.MaxDatabaseURLsPerTarget, Target: t,
 		UnknownWorkloads: unknown, requestURLs: budget, namespaceURLs: g.urlsN, rollouts: &g.rollouts}
 	in, done, err := runCheck(ctx, in, &res, CheckReference, Reference)
 	if err != nil || !done || in.Service == nil {

@@ -12,7 +12,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -69,8 +68,7 @@ type readAhead struct {
 	client.Reader
 	ctx    context.Context
 	cancel context.CancelFunc
-	// slots are the reads ahead this target may have in flight; nil reads
-	// nothing ahead.
+	// slots are the reads ahead this target may have in flight.
 	slots   *semaphore.Weighted
 	mu      sync.Mutex
 	reads   map[string]*aheadRead
@@ -85,8 +83,8 @@ type aheadRead struct {
 	err  error
 }
 
-// newReadAhead reads through r for one target, ahead only on slots (nil:
-// never). stop ends every read it started.
+// newReadAhead reads through r for one target, ahead only on slots. stop
+// ends every read it started.
 func newReadAhead(ctx context.Context, r client.Reader, slots *semaphore.Weighted) *readAhead {
 	ctx, cancel := context.WithCancel(ctx)
 	return &readAhead{Reader: r, ctx: ctx, cancel: cancel, slots: slots, reads: map[string]*aheadRead{}}
@@ -167,7 +165,7 @@ func (ra *readAhead) answer(ctx context.Context, key string, into runtime.Object
 // start reads key ahead with read, on a free slot, unless it is already
 // being read; then runs with the object read, if the read succeeded.
 func (ra *readAhead) start(key string, obj runtime.Object, read func(ctx context.Context) error, then func()) {
-	if ra.slots == nil || !ra.slots.TryAcquire(1) {
+	if !ra.slots.TryAcquire(1) {
 		return
 	}
 	ra.mu.Lock()
@@ -198,24 +196,16 @@ func (ra *readAhead) startList(list client.ObjectList, then func(), opts ...clie
 }
 
 // readAheadFor starts the reads the checks of target t can be expected to
-// make that need only t's name (see the top of this file). A selector
-// switch (t.Proposed) reads no Service, so nothing is gained there.
+// make that need only t's name (see the top of this file).
 func (g *Guard) readAheadFor(ra *readAhead, t Target) {
-	if ra.slots == nil || t.Proposed != nil {
-		return
-	}
 	ns := t.Service.Namespace
 	named := &appsv1.Deployment{}
 	ra.startGet(t.Service, named, func() {
 		if g.Prober == nil {
 			return
 		}
-		names := g.DatabaseEnv
-		if len(names) == 0 {
-			names = []string{DefaultDatabaseURLEnv}
-		}
 		w := deploymentWorkload(named)
-		for _, src := range connectionStringSources(w, lookedUpNames([]Workload{w}, names), maxReadAheadSources) {
+		for _, src := range connectionStringSources(w, lookedUpNames([]Workload{w}, databaseEnvNames(g.DatabaseEnv)), maxReadAheadSources) {
 			key := client.ObjectKey{Namespace: ns, Name: src.name}
 			if src.kind == "secret" {
 				ra.startGet(key, &corev1.Secret{}, nil)
@@ -224,8 +214,7 @@ func (g *Guard) readAheadFor(ra *readAhead, t Target) {
 			}
 		}
 	})
-	sliceList := &metav1.PartialObjectMetadataList{}
-	sliceList.SetGroupVersionKind(discoveryv1.SchemeGroupVersion.WithKind("EndpointSliceList"))
+	sliceList := sliceMetadataList()
 	ra.startList(sliceList, func() {
 		names := make([]string, 0, len(sliceList.Items))
 		for i := range sliceList.Items {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -69,5 +70,26 @@ func TestReadAheadChangesNoVerdictAndReadsOnce(t *testing.T) {
 				t.Errorf("reasons (-without reading ahead +with):\n%s", diff)
 			}
 		})
+	}
+}
+
+// A pod template that names many Secrets and ConfigMaps for its connection
+// strings has at most maxReadAheadSources of them read ahead, the first in
+// order of appearance; entries for other variables are not guessed at.
+func TestConnectionStringSourcesAreBounded(t *testing.T) {
+	d := readyDeployment("app-green", 2)
+	var env []corev1.EnvVar
+	for i := range 100 {
+		env = append(env,
+			corev1.EnvVar{Name: "DATABASE_URL", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: fmt.Sprintf("cm-%03d", i)}, Key: "url"}}},
+			corev1.EnvVar{Name: "API_KEY", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: fmt.Sprintf("api-%03d", i)}, Key: "key"}}})
+	}
+	d.Spec.Template.Spec.Containers[0].Env = env
+	got := connectionStringSources(deploymentWorkload(d), []string{"DATABASE_URL"}, maxReadAheadSources)
+	want := []objectKey{{"configmap", "cm-000"}, {"configmap", "cm-001"}, {"configmap", "cm-002"}, {"configmap", "cm-003"}}
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(objectKey{})); diff != "" {
+		t.Errorf("sources read ahead (-want +got):\n%s", diff)
 	}
 }
