@@ -227,7 +227,7 @@ func (g *Guard) evaluate(ctx context.Context, t Target, budget *urlBudget, ahead
 	if unknown == "" {
 		unknown = DefaultUnknownWorkloads
 	}
-	var reader client.Reader = g.Reader
+	reader := g.Reader
 	if ahead != nil && t.Proposed == nil {
 		// A selector switch reads no Service: nothing to read ahead of.
 		ra := newReadAhead(ctx, g.Reader, ahead)
