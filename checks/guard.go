@@ -79,6 +79,8 @@ type Guard struct {
 	once     sync.Once
 	busy     *busyNamespaces
 	urlsN    *namespaceURLs
+	// selectors are the Services' selectors read ahead with (readahead.go).
+	selectors *rememberedSelectors
 }
 
 // init sets up the per-namespace bounds on the first decision.
@@ -98,6 +100,7 @@ func (g *Guard) init() {
 			now = time.Now
 		}
 		g.urlsN = newNamespaceURLs(perMinute, now)
+		g.selectors = newRememberedSelectors()
 	})
 }
 
@@ -242,6 +245,9 @@ func (g *Guard) evaluate(ctx context.Context, t Target, budget *urlBudget, ahead
 		return res, err
 	}
 	res.Observed = append(res.Observed, observedObject("Service", in.Service))
+	if t.Proposed == nil {
+		g.selectors.remember(in.Service) // for the next decision's reads ahead
+	}
 	if in.Service.Spec.Type == corev1.ServiceTypeExternalName {
 		return res, nil // no workloads or endpoints to check; Reference warned
 	}

@@ -3,6 +3,7 @@ package checks
 import (
 	"context"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"sort"
@@ -13,6 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/lru"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -28,7 +31,15 @@ import (
 //     name (DatabaseReachable reads them if the Deployment is selected);
 //   - the LIST of the Service's EndpointSlices (by the service-name label,
 //     from the watch cache) and, as soon as it answers, the GET of each
-//     slice it names (EndpointsReady reads them).
+//     slice it names (EndpointsReady reads them);
+//   - the LISTs of the ReplicaSets and pods that the Service's selector
+//     selects (SelectWorkloads makes them once the Service is read), with
+//     the selector the Service had when a decision last read it: a
+//     selector rarely changes, and back-to-back switches between blue and
+//     green read the same two Services again and again. The selector is
+//     only the key of a LIST from the watch cache, never a fact a verdict
+//     rests on: the check asks with the selector of the Service it has just
+//     read, and a LIST read ahead with another selector answers nothing.
 //
 // A check that then asks for the same object, or for the same LIST with the
 // same options, gets the answer of the read already made (waiting for it
@@ -45,7 +56,9 @@ import (
 // returns is therefore no older than the request, and at most as old as the
 // decision.
 //
-// Bounds: reads ahead run only on the slots of MaxConcurrentTargets that
+// Bounds: the remembered selectors are at most maxRememberedSelectors,
+// least recently used first out, each at most maxRememberedSelectorBytes
+// (a larger one is not remembered); reads ahead run only on the slots of MaxConcurrentTargets that
 // the update's targets leave free (a route with as many targets as slots
 // reads nothing ahead, so they never delay a target's own checks nor raise
 // the reads in flight past the bound), at most maxReadAheadSources Secrets
@@ -60,6 +73,48 @@ const maxReadAheadSources = 4
 // maxReadAheadSlices bounds the EndpointSlices read ahead for one target
 // (a Service with up to 100 endpoints per slice rarely has more than one).
 const maxReadAheadSlices = 4
+
+// maxRememberedSelectors and maxRememberedSelectorBytes bound the Service
+// selectors Guard remembers for reading ahead: about 2 MiB at most.
+const (
+	maxRememberedSelectors     = 4096
+	maxRememberedSelectorBytes = 512
+)
+
+// rememberedSelectors holds, per Service, the selector it had when a
+// decision last read it.
+type rememberedSelectors struct {
+	cache *lru.Cache
+}
+
+func newRememberedSelectors() *rememberedSelectors {
+	return &rememberedSelectors{cache: lru.New(maxRememberedSelectors)}
+}
+
+// remember keeps svc's selector, or forgets it when it has none or one
+// larger than maxRememberedSelectorBytes.
+func (r *rememberedSelectors) remember(svc *corev1.Service) {
+	key := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
+	size := 0
+	for k, v := range svc.Spec.Selector {
+		size += len(k) + len(v)
+	}
+	if len(svc.Spec.Selector) == 0 || size > maxRememberedSelectorBytes {
+		r.cache.Remove(key)
+		return
+	}
+	r.cache.Add(key, maps.Clone(svc.Spec.Selector))
+}
+
+// selector is the selector remembered for Service key; the map is shared
+// and must not be changed.
+func (r *rememberedSelectors) selector(key types.NamespacedName) (map[string]string, bool) {
+	v, ok := r.cache.Get(key)
+	if !ok {
+		return nil, false
+	}
+	return v.(map[string]string), true
+}
 
 // readAhead is the Reader of one target's checks: a client.Reader that
 // answers the reads started ahead from their results and passes every
@@ -214,6 +269,11 @@ func (g *Guard) readAheadFor(ra *readAhead, t Target) {
 			}
 		}
 	})
+	if selector, ok := g.selectors.selector(t.Service); ok {
+		opts := selectedListOptions(ns, selector)
+		ra.startList(selectedMetadataList(replicaSetListGVK), nil, opts...)
+		ra.startList(selectedMetadataList(podListGVK), nil, opts...)
+	}
 	sliceList := sliceMetadataList()
 	ra.startList(sliceList, func() {
 		names := make([]string, 0, len(sliceList.Items))

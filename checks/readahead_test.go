@@ -3,12 +3,16 @@ package checks
 import (
 	"context"
 	"fmt"
+	"maps"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -91,5 +95,140 @@ func TestConnectionStringSourcesAreBounded(t *testing.T) {
 	want := []objectKey{{"configmap", "cm-000"}, {"configmap", "cm-001"}, {"configmap", "cm-002"}, {"configmap", "cm-003"}}
 	if diff := cmp.Diff(want, got, cmp.AllowUnexported(objectKey{})); diff != "" {
 		t.Errorf("sources read ahead (-want +got):\n%s", diff)
+	}
+}
+
+// A Service's selector, remembered from the last decision that read it,
+// starts the ReplicaSet and pod LISTs while the Service itself is still
+// being read; a selector that has changed since only wastes those LISTs:
+// the check lists with the selector it reads, and the verdict is the one a
+// guard that remembers nothing gives.
+func TestRememberedSelectorListsAheadOfTheService(t *testing.T) {
+	objs := []client.Object{greenService(), readyDeployment("app-green", 2), slice("app-green", ptr.To(true))}
+	var (
+		mu    sync.Mutex
+		lists = map[string]int{} // "PodList app=myapp,version=green" -> LISTs
+		hold  bool               // the Service GET waits for both selector LISTs
+		held  = make(chan struct{}, 2)
+	)
+	r := fake.NewClientBuilder().WithScheme(testScheme()).WithObjects(objs...).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			mu.Lock()
+			wait := hold
+			mu.Unlock()
+			if _, ok := obj.(*corev1.Service); ok && wait {
+				deadline := time.After(10 * time.Second)
+				for range 2 {
+					select {
+					case <-held:
+					case <-deadline:
+						t.Error("the ReplicaSet and pod LISTs did not start while the Service was read")
+						return cl.Get(ctx, key, obj, opts...)
+					}
+				}
+			}
+			return cl.Get(ctx, key, obj, opts...)
+		},
+		List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			var o client.ListOptions
+			o.ApplyOptions(opts)
+			kind := list.GetObjectKind().GroupVersionKind().Kind
+			if (kind == "PodList" || kind == "ReplicaSetList") && o.LabelSelector != nil {
+				mu.Lock()
+				lists[kind+" "+o.LabelSelector.String()]++
+				if hold {
+					held <- struct{}{}
+				}
+				mu.Unlock()
+			}
+			return cl.List(ctx, list, opts...)
+		},
+	}).Build()
+	g := &Guard{Reader: r}
+	evaluate := func(g *Guard) []Reason {
+		t.Helper()
+		res, err := g.Evaluate(t.Context(), []Target{greenTarget()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return reasons(res.Findings)
+	}
+	counts := func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		c := maps.Clone(lists)
+		clear(lists)
+		return c
+	}
+
+	first := evaluate(g) // remembers app-green's selector
+	if diff := cmp.Diff(map[string]int{"PodList app=myapp,version=green": 1, "ReplicaSetList app=myapp,version=green": 1}, counts()); diff != "" {
+		t.Errorf("first decision's LISTs (-want +got):\n%s", diff)
+	}
+	mu.Lock()
+	hold = true
+	mu.Unlock()
+	if diff := cmp.Diff(first, evaluate(g)); diff != "" {
+		t.Errorf("reasons (-first decision +second):\n%s", diff)
+	}
+	mu.Lock()
+	hold = false
+	mu.Unlock()
+	if diff := cmp.Diff(map[string]int{"PodList app=myapp,version=green": 1, "ReplicaSetList app=myapp,version=green": 1}, counts()); diff != "" {
+		t.Errorf("second decision's LISTs, read ahead (-want +got):\n%s", diff)
+	}
+
+	// The selector changes: green's Deployment no longer matches it.
+	svc := greenService()
+	if err := r.Get(t.Context(), client.ObjectKeyFromObject(svc), svc); err != nil {
+		t.Fatal(err)
+	}
+	svc.Spec.Selector = map[string]string{"app": "myapp", "version": "green-2"}
+	if err := r.Update(t.Context(), svc); err != nil {
+		t.Fatal(err)
+	}
+	got := evaluate(g)
+	c := counts()
+	if c["PodList app=myapp,version=green-2"] != 1 || c["ReplicaSetList app=myapp,version=green-2"] != 1 {
+		t.Errorf("the check did not list with the selector it read: %v", c)
+	}
+	fresh := evaluate(&Guard{Reader: r})
+	if diff := cmp.Diff(fresh, got); diff != "" {
+		t.Errorf("reasons after the selector changed (-a guard that remembers nothing +this one):\n%s", diff)
+	}
+	if cmp.Equal(first, got) {
+		t.Errorf("the verdict did not follow the new selector (still %v)", got)
+	}
+}
+
+// What a tenant can make the guard remember is bounded: a selector larger
+// than maxRememberedSelectorBytes is not kept (and forgets the one kept
+// before), and no more than maxRememberedSelectors Services are.
+func TestRememberedSelectorsAreBounded(t *testing.T) {
+	r := newRememberedSelectors()
+	svc := greenService()
+	r.remember(svc)
+	if _, ok := r.selector(green); !ok {
+		t.Fatal("a small selector was not remembered")
+	}
+	big := map[string]string{}
+	for i := range 20 {
+		big[fmt.Sprintf("label-%02d", i)] = strings.Repeat("x", 40)
+	}
+	svc.Spec.Selector = big
+	r.remember(svc)
+	if s, ok := r.selector(green); ok {
+		t.Fatalf("a %d-label selector was remembered: %v", len(s), s)
+	}
+	for i := range maxRememberedSelectors + 100 {
+		s := greenService()
+		s.Name = fmt.Sprintf("svc-%05d", i)
+		r.remember(s)
+	}
+	if n := r.cache.Len(); n != maxRememberedSelectors {
+		t.Fatalf("%d selectors remembered, want at most %d", n, maxRememberedSelectors)
+	}
+	if _, ok := r.selector(types.NamespacedName{Namespace: "production", Name: "svc-00000"}); ok {
+		t.Error("the least recently used selector was kept past the bound")
 	}
 }

@@ -51,7 +51,9 @@ import (
 // content, so it LISTs them consistently (up to 500) rather than GET each.
 //
 // TestReadsJudgeByQuorumGetNotByTheCache (fake client whose LISTs return a
-// stale cache) and the e2e suite (the real API server) hold this.
+// stale cache) and e2e's TestDecisionsFollowEtcdNotTheWatchCache (the real
+// API server, behind a proxy that answers every cache read from before a
+// freeze) hold this.
 func fromCache() client.ListOption {
 	return &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: "0"}}
 }

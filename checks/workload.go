@@ -201,11 +201,11 @@ func SelectWorkloads(ctx context.Context, r client.Reader, svc *corev1.Service, 
 	var named *appsv1.Deployment
 	eg, egCtx := errgroup.WithContext(ctx)
 	eg.Go(func() (err error) {
-		rsMeta, err = listSelectedMetadata(egCtx, r, svc, appsv1.SchemeGroupVersion.WithKind("ReplicaSetList"), "replicasets.apps")
+		rsMeta, err = listSelectedMetadata(egCtx, r, svc, replicaSetListGVK, "replicasets.apps")
 		return err
 	})
 	eg.Go(func() (err error) {
-		podMeta, err = listSelectedMetadata(egCtx, r, svc, corev1.SchemeGroupVersion.WithKind("PodList"), "pods")
+		podMeta, err = listSelectedMetadata(egCtx, r, svc, podListGVK, "pods")
 		return err
 	})
 	eg.Go(func() (err error) {
@@ -248,9 +248,8 @@ func SelectWorkloads(ctx context.Context, r client.Reader, svc *corev1.Service, 
 // watch cache: the list only finds names, each controller (and each pod
 // without one) is then read by a GET (see reads.go).
 func listSelectedMetadata(ctx context.Context, r client.Reader, svc *corev1.Service, gvk schema.GroupVersionKind, resource string) ([]metav1.PartialObjectMetadata, error) {
-	var list metav1.PartialObjectMetadataList
-	list.SetGroupVersionKind(gvk)
-	if err := r.List(ctx, &list, client.InNamespace(svc.Namespace), client.MatchingLabels(svc.Spec.Selector), fromCache()); err != nil {
+	list := selectedMetadataList(gvk)
+	if err := r.List(ctx, list, selectedListOptions(svc.Namespace, svc.Spec.Selector)...); err != nil {
 		err = fmt.Errorf("listing %s that match the selector of service %s/%s: %w", strings.SplitN(resource, ".", 2)[0], svc.Namespace, svc.Name, err)
 		if apierrors.IsForbidden(err) {
 			err = fmt.Errorf("%w; grant the guard list on %s (apply this version's manifests/rbac)", err, resource)
@@ -259,6 +258,26 @@ func listSelectedMetadata(ctx context.Context, r client.Reader, svc *corev1.Serv
 	}
 	return list.Items, nil
 }
+
+// selectedMetadataList is an empty metadata list of list kind gvk.
+func selectedMetadataList(gvk schema.GroupVersionKind) *metav1.PartialObjectMetadataList {
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(gvk)
+	return list
+}
+
+// selectedListOptions select the objects of namespace ns whose labels match
+// selector, from the watch cache: what SelectWorkloads lists, and what
+// Guard reads ahead with a Service's remembered selector.
+func selectedListOptions(ns string, selector map[string]string) []client.ListOption {
+	return []client.ListOption{client.InNamespace(ns), client.MatchingLabels(selector), fromCache()}
+}
+
+// Kinds SelectWorkloads lists by a Service's selector.
+var (
+	replicaSetListGVK = appsv1.SchemeGroupVersion.WithKind("ReplicaSetList")
+	podListGVK        = corev1.SchemeGroupVersion.WithKind("PodList")
+)
 
 // controllerOf returns the controller reference of obj and its API group;
 // ok is false when it has none (or an unreadable apiVersion).
