@@ -113,7 +113,7 @@ func TestOverride(t *testing.T) {
 			wantAudit: map[string]string{"decision": "overridden", "targets": "service production/app-green:80", "findings": greenAudit,
 				"override": reasonINC, "overriddenBy": "alice", "overrideResult": "overridden"},
 			wantDecision: ResultOverridden, wantOverride: OverrideApplied,
-			wantLog: []string{`"msg"="cutover overridden"`, `"overrideUser"="alice"`, `"overrideReason"="` + reasonINC + `"`},
+			wantLog: []string{`"msg"="cutover overridden"`, `"overrideUser"="alice"`, `"overrideReason"="` + reasonINC + `"`, `"fieldManager"="kubectl-patch"`},
 		},
 		"a user listed by name lets the denied cutover through": {
 			file: "cutover-to-green.json", user: "release-bot", new: str(reasonINC),

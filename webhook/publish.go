@@ -2,12 +2,14 @@ package webhook
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/events"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
 
 // publisher records decisions where operators see them.
@@ -45,6 +47,11 @@ func logDecision(ctx context.Context, d Decision) {
 		return
 	}
 	log = log.WithValues("targets", d.targetNames())
+	if fm := fieldManager(ctx); fm != "" {
+		// Which tool wrote the update (kubectl-patch, kustomize-controller,
+		// argocd-controller): beside the user, who ran it.
+		log = log.WithValues("fieldManager", fm)
+	}
 	if len(d.Withheld) > 0 {
 		// What the Event (and maybe the requester) was not told, for the
 		// platform team: hosts, users and database names, never a
@@ -66,4 +73,25 @@ func logDecision(ctx context.Context, d Decision) {
 	default:
 		log.Info("cutover "+strings.TrimPrefix(d.Result, "allowed_"), "findings", d.findingReasons(), "observed", d.observed(), "took", took)
 	}
+}
+
+// maxFieldManager bounds the field manager written to the log (the API
+// server allows 128 characters).
+const maxFieldManager = 128
+
+// fieldManager is the field manager named in the options of the admission
+// request in ctx (its Update-, Patch- or CreateOptions), on one line;
+// empty when there is none.
+func fieldManager(ctx context.Context) string {
+	req, err := admission.RequestFromContext(ctx)
+	if err != nil || len(req.Options.Raw) == 0 {
+		return ""
+	}
+	var opts struct {
+		FieldManager string `json:"fieldManager"`
+	}
+	if json.Unmarshal(req.Options.Raw, &opts) != nil {
+		return ""
+	}
+	return oneLine(opts.FieldManager, maxFieldManager)
 }
