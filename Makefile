@@ -32,7 +32,7 @@ GOLANGCI_LINT_VERSION ?= v2.15.0
 # from pinned Go modules into this folder once, then reused.
 export CUTOVER_GUARD_TOOLS ?= $(CURDIR)/.cache/tools
 
-.PHONY: all build plugin plugin-dist test unit fuzz check-fmt vet tools demo lint image manifests verify-manifests bench soak clean
+.PHONY: all build plugin plugin-dist test unit fuzz check-fmt vet tools demo demo-gitops lint image manifests verify-manifests bench soak clean
 
 all: build
 
@@ -88,6 +88,9 @@ test: check-fmt vet lint tools build ## everything: format, vet, lint, unit, dat
 
 demo: tools build ## the tutorial's cutover and rollback, guarded, on a local control plane
 	$(GO) run ./e2e/demo
+
+demo-gitops: tools build ## the same release through Flux (source- and kustomize-controller) syncing a Git repository on loopback, guarded
+	$(GO) run ./e2e/demo-gitops
 
 bench: build tools ## benchmarks, not part of `make test`: prints a table and updates BENCHMARKS.md; BENCH_QUICK=1 for a short run
 	$(GO) run ./bench -guard=$(BIN)/cutover-guard -out=BENCHMARKS.md $(if $(filter-out 0,$(BENCH_QUICK)),-quick)

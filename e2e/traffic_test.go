@@ -328,9 +328,9 @@ func (e *env) requireNoRoute(t *testing.T, name string) {
 // startGuard starts a second guard with extra flags and points the webhook
 // configuration at it; the cleanup points it back at the suite's guard and
 // stops the second. Both deny the probes Register waits on, so each switch
-// also waits until a dry-run create of a route to green (at zero) gets the
-// answer of the guard it switched to: allowed by one that does not check
-// creates, denied by the suite's.
+// also waits until a create of a route to green (at zero) gets the answer
+// of the guard it switched to: allowed (and deleted) by one that does not
+// check creates, denied by the suite's.
 func (e *env) startGuard(t *testing.T, args ...string) *tutorial.Guard {
 	t.Helper()
 	ctx := t.Context()
@@ -358,7 +358,7 @@ func (e *env) startGuard(t *testing.T, args ...string) *tutorial.Guard {
 	return g
 }
 
-// waitCreatesChecked polls a dry-run create of a route to green (which
+// waitCreatesChecked polls a create of a route to green (which
 // must be at zero) until the guard in effect denies it (checked) or allows
 // it (not checked).
 func (e *env) waitCreatesChecked(t *testing.T, ctx context.Context, checked bool) {
@@ -368,7 +368,13 @@ func (e *env) waitCreatesChecked(t *testing.T, ctx context.Context, checked bool
 		r := e.manifests.Route.DeepCopy()
 		r.Name = "myapp-create-probe"
 		r.Spec.Rules[0].BackendRefs[0].Name = tutorial.Green
-		last = e.kube.Create(ctx, r, client.DryRunAll)
+		// A real create: a dry-run create is answered with warnings.
+		last = e.kube.Create(ctx, r)
+		if last == nil {
+			if err := e.kube.Delete(ctx, r); err != nil && !apierrors.IsNotFound(err) {
+				return false, err
+			}
+		}
 		if checked {
 			return apierrors.IsForbidden(last) && strings.Contains(last.Error(), retryOnCreate), nil
 		}

@@ -4,11 +4,13 @@
 #   etcd (go.etcd.io/etcd/server/v3), kwok (sigs.k8s.io/kwok)
 # from the versions pinned in e2e/tools/go.mod, and the install's test tools
 #   promtool (github.com/prometheus/prometheus), helm (helm.sh/helm/v4)
-# at the versions pinned below, into
+# at the versions pinned below, Flux's source-controller and
+# kustomize-controller from the wrapper modules in hack/flux, into
 #   ${CUTOVER_GUARD_TOOLS:-<repo>/.cache/tools}/bin
 # and copies the data files the harness needs next to them:
 #   kwok/stages/*.yaml       kwok node and pod stages (from the kwok module)
 #   crds/gateway-api/*.yaml  Gateway API standard CRDs (version from the root go.mod)
+#   crds/flux/<controller>/*.yaml  Flux's CRDs (from each controller's module)
 #
 # A binary is rebuilt only when its stamp (pinned versions, go.mod/go.sum of the
 # tools module, Go version, flags) changed, so a second run is a no-op.
@@ -124,6 +126,33 @@ install_tool() {
 install_tool promtool github.com/prometheus/prometheus/cmd/promtool "${promtool_version}"
 install_tool helm helm.sh/helm/v4/cmd/helm "${helm_version}"
 
+# Flux's source-controller and kustomize-controller (e2e/gitops). Each is
+# built in a wrapper module of its own, hack/flux/<name>, which pins it and
+# carries the replace directives of its go.mod (go install PKG@VERSION
+# refuses a module that has them), so that Flux's dependencies move neither
+# the control plane's nor the guard's.
+flux_build() { # NAME
+  local name="$1" mod="${repo}/hack/flux/$1" pkg="github.com/fluxcd/$1"
+  local version hash out stamp want start
+  version="$(modversion "${mod}" "${pkg}")"
+  hash="$(cat "${mod}/go.mod" "${mod}/go.sum" | sha256sum | cut -d' ' -f1)"
+  out="${bin_dir}/${name}" stamp="${bin_dir}/.${name}.stamp"
+  want="${name} ${pkg} ${version} ${go_version} $(go env GOOS)/$(go env GOARCH) cgo=${CGO_ENABLED} mod=${hash} ldflags=-s -w"
+  if [[ -x "${out}" && -f "${stamp}" && "$(cat "${stamp}")" == "${want}" ]]; then
+    echo "build-tools: ${name} ${version} up to date"
+  else
+    echo "build-tools: building ${name} ${version} (${pkg}, hack/flux/${name}) ..."
+    start=$(date +%s)
+    rm -f "${stamp}"
+    (cd "${mod}" && go build -trimpath -ldflags "-s -w" -o "${out}.tmp" "${pkg}")
+    mv -f "${out}.tmp" "${out}"
+    printf '%s\n' "${want}" >"${stamp}"
+    echo "build-tools: built ${name} in $(($(date +%s) - start))s"
+  fi
+  copy_files "${tools_dir}/crds/flux/${name}" "$(moddir "${mod}" "${pkg}")"/config/crd/bases/*.yaml
+  printf '%s\n' "${version}" >"${tools_dir}/crds/flux/${name}/VERSION"
+}
+
 # Data files: cheap, so always refreshed (a version change in a go.mod shows up at once).
 copy_files() { # DEST SRC...
   local dest="$1"; shift
@@ -149,6 +178,9 @@ copy_files "${tools_dir}/crds/gateway-api" "${gwapi_dir}"/config/crd/standard/ga
 # Not a CRD (a ValidatingAdmissionPolicy guarding CRD upgrades); the harness installs CRDs only.
 rm -f "${tools_dir}/crds/gateway-api/gateway.networking.k8s.io_vap_safeupgrades.yaml"
 printf '%s\n' "${gwapi_version}" >"${tools_dir}/crds/gateway-api/VERSION"
+
+flux_build source-controller
+flux_build kustomize-controller
 
 echo "build-tools: done in $(($(date +%s) - total_start))s"
 "${bin_dir}/kubectl" version --client 2>/dev/null | head -n 2 || true

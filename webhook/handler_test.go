@@ -311,8 +311,9 @@ func TestHandler(t *testing.T) {
 }
 
 // With creates checked (the guard's default), a new route to an unready
-// green is denied with a line saying to retry once green is Ready, and one
-// to a ready blue is allowed.
+// green is denied with a line saying to retry once green is Ready (a dry
+// run of that create is allowed, told the same as warnings), and one to a
+// ready blue is allowed.
 func TestHandlerChecksCreates(t *testing.T) {
 	checkCreates := harnessConfig{options: func(o *Options) { o.CheckCreate = DefaultCheckCreate }}
 	t.Run("a route to an unready green", func(t *testing.T) {
@@ -324,6 +325,35 @@ func TestHandlerChecksCreates(t *testing.T) {
 		}
 		if diff := cmp.Diff([]string{"Warning CutoverDenied " + want}, h.events()); diff != "" {
 			t.Errorf("events (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("a dry-run create of a route to an unready green", func(t *testing.T) {
+		// A GitOps tool dry-runs the whole commit first; the Services and
+		// Deployments of the same commit do not exist yet.
+		h := startHarness(t, tutorialObjects(), checkCreates)
+		body := reviewVariant(t, "create-to-green.json", func(r map[string]any) { request(r)["dryRun"] = true })
+		resp := postReview(t, h.server.URL+PathHTTPRoute, body)
+		if !resp.Allowed {
+			t.Fatalf("dry-run create denied: %+v", resp.Result)
+		}
+		want := deniedGreen + "\nthe route is new: retry once app-green is Ready: GitOps tools retry a failed apply"
+		var wantWarnings, got []string
+		for _, line := range strings.Split(want, "\n") {
+			wantWarnings = append(wantWarnings, truncate(dryRunCreateNote+line, maxWarning))
+		}
+		for _, w := range resp.Warnings {
+			if strings.HasPrefix(w, dryRunCreateNote) {
+				got = append(got, w)
+			}
+		}
+		if diff := cmp.Diff(wantWarnings, got); diff != "" {
+			t.Errorf("warnings saying what the create would be told (-want +got):\n%s\nall warnings: %q", diff, resp.Warnings)
+		}
+		if ev := h.events(); len(ev) != 0 {
+			t.Errorf("events for a dry run: %q", ev)
+		}
+		if got := resp.AuditAnnotations["decision"]; got != ResultWarned {
+			t.Errorf("audit decision %q, want %q", got, ResultWarned)
 		}
 	})
 	t.Run("a route to a ready green", func(t *testing.T) {

@@ -155,6 +155,20 @@ func (v *Validator[T]) judge(ctx context.Context, oldObj, obj T) Decision {
 		d.Denials = append(d.Denials, retry)
 		d.PublicDenials = append(d.PublicDenials, retry)
 	}
+	if denied && created && d.DryRun && !d.Override.applies() {
+		// A dry-run create is answered with what the create would be told,
+		// as warnings: GitOps tools (Flux's kustomize-controller, Argo CD)
+		// dry-run a whole commit before they apply any of it, and a route
+		// created in the same commit as its Services and Deployments
+		// cannot pass until they exist and are Ready. Denying the dry-run
+		// would keep them from ever being applied; the real create is
+		// judged in full. A dry-run update is still denied: the route
+		// exists, and so do the objects the switch depends on.
+		for _, msg := range d.Denials {
+			warnings = append(warnings, truncate(dryRunCreateNote+msg, maxWarning))
+		}
+		d.Denials, d.PublicDenials, denied = nil, nil, false
+	}
 	d.OverrideOutcome = d.Override.outcome(denied)
 	d.Warnings = append(d.Override.warnings(d.Denials), warnings...)
 	switch {
@@ -169,6 +183,10 @@ func (v *Validator[T]) judge(ctx context.Context, oldObj, obj T) Decision {
 	}
 	return d
 }
+
+// dryRunCreateNote starts each warning of a dry-run create the checks
+// would deny.
+const dryRunCreateNote = "a create would be denied (not this dry run): "
 
 // mirrorNote starts the message of every finding about a mirror target.
 const mirrorNote = "mirror only, not denied: "
