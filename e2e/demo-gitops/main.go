@@ -160,7 +160,7 @@ func (d *demo) backends(ctx context.Context) string {
 	var out []string
 	for _, ref := range r.Spec.Rules[0].BackendRefs {
 		s := string(ref.Name)
-		if ref.Weight != nil {
+		if ref.Weight != nil && len(r.Spec.Rules[0].BackendRefs) > 1 {
 			s += fmt.Sprintf("=%d", *ref.Weight)
 		}
 		out = append(out, s)
@@ -231,7 +231,7 @@ func (d *demo) narrate(ctx context.Context) error {
 	}
 	d.done("3. retry once green is Ready", "applied; route -> "+d.backends(ctx))
 
-	say("\n4. Roll back and scale green to zero, then a canary that sends 10% to that green.")
+	say("\n4. Roll back and scale green to zero, then a canary that sends 10%% to that green.")
 	rollback, err := d.commit(flux.Release{GreenReplicas: 0, Backends: []flux.Backend{{Name: tutorial.Blue, Weight: 100}, {Name: tutorial.Green}}}, "rollback: app-blue, app-green scaled to zero")
 	if err != nil {
 		return err
