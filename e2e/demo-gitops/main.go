@@ -176,7 +176,9 @@ func (d *demo) done(step, outcome string) {
 func (d *demo) narrate(ctx context.Context) error {
 	kube := d.stack.Kube
 	applied := func(sha string) func(flux.Status) bool {
-		return func(s flux.Status) bool { return s.Ready == metav1.ConditionTrue && s.LastApplied == flux.Revision(sha) }
+		return func(s flux.Status) bool {
+			return s.Ready == metav1.ConditionTrue && s.LastApplied == flux.Revision(sha)
+		}
 	}
 	denied := func(sha, because string) func(flux.Status) bool {
 		return func(s flux.Status) bool {
