@@ -260,9 +260,14 @@ func passwordCandidates(raw string) []string {
 			out = append(out, pw)
 		}
 	}
-	if _, q, ok := strings.Cut(rest, "password="); ok {
-		pw, _, _ := strings.Cut(q, "&")
-		out = append(out, pw)
+	// A password parameter is one of the query's (after the first '?'):
+	// "password=" elsewhere is part of a host or path, printed on purpose.
+	if _, query, ok := strings.Cut(rest, "?"); ok {
+		for _, kv := range strings.Split(query, "&") {
+			if pw, ok := strings.CutPrefix(kv, "password="); ok && pw != "" {
+				out = append(out, pw)
+			}
+		}
 	}
 	return out
 }
