@@ -234,11 +234,15 @@ func (ra *readAhead) start(key string, obj runtime.Object, read func(ctx context
 	ra.mu.Unlock()
 	go func() {
 		a.err = read(ra.ctx)
-		close(a.done)
 		ra.slots.Release(1)
+		// The reads that follow from this answer are registered before
+		// the answer is handed out: a check that gets it and asks for one
+		// of them at once finds it read ahead, rather than reading it
+		// beside the read ahead (then only registers and starts reads).
 		if a.err == nil && then != nil && ra.ctx.Err() == nil {
 			then()
 		}
+		close(a.done)
 	}()
 }
 
