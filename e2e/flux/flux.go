@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/cutover-guard/cutover-guard/internal/loopback"
 	"github.com/cutover-guard/cutover-guard/internal/tail"
 )
 
@@ -97,7 +97,7 @@ func Start(ctx context.Context, o Options) (*Flux, error) {
 	if err := os.MkdirAll(storage, 0o700); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(5)
+	ports, err := loopback.FreePorts(5)
 	if err != nil {
 		return nil, err
 	}
@@ -199,23 +199,4 @@ func (f *Flux) Stop() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			_ = l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }

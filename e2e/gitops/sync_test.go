@@ -3,7 +3,7 @@ package gitops_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -223,7 +223,7 @@ func (e *env) requireWeights(t *testing.T, want map[string]int32) {
 		}
 		got[string(ref.Name)] = w
 	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
+	if !maps.Equal(got, want) {
 		t.Fatalf("route %s/%s weights %v, want %v", appNamespace, tutorial.Route, got, want)
 	}
 }
