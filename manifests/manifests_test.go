@@ -338,14 +338,15 @@ func checkGuardRole(t *testing.T, role *rbacv1.ClusterRole) {
 		slices.Sort(got[k])
 	}
 	want := map[string][]string{
-		"services.":                       {"get"},
-		"deployments.apps":                {"get"},
-		"statefulsets.apps":               {"get"},
-		"daemonsets.apps":                 {"get"},
-		"rollouts.argoproj.io":            {"get"},
-		"pods.":                           {"get", "list"},
-		"replicasets.apps":                {"list"},
-		"endpointslices.discovery.k8s.io": {"get", "list"},
+		"services.":            {"get"},
+		"deployments.apps":     {"get"},
+		"statefulsets.apps":    {"get"},
+		"daemonsets.apps":      {"get"},
+		"rollouts.argoproj.io": {"get"},
+		// list and watch: the find cache's metadata informers (checks/findcache.go).
+		"pods.":                           {"get", "list", "watch"},
+		"replicasets.apps":                {"list", "watch"},
+		"endpointslices.discovery.k8s.io": {"get", "list", "watch"},
 		"referencegrants.gateway.networking.k8s.io": {"get", "list"},
 		"secrets.":    {"get"},
 		"configmaps.": {"get"},

@@ -21,6 +21,7 @@ type Metrics struct {
 	dbProbes      *prometheus.CounterVec
 	dbProbeTime   *prometheus.HistogramVec
 	overrides     *prometheus.CounterVec
+	finds         *prometheus.CounterVec
 }
 
 // Decision results, used as the "result" label.
@@ -70,8 +71,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "cutover_guard_overrides_total",
 			Help: "Switches carrying the " + AnnotationOverride + " annotation, by route kind and outcome (overridden, not_needed, refused_not_allowed, refused_no_reason, ignored_leftover).",
 		}, []string{"kind", "result"}),
+		finds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cutover_guard_finds_total",
+			Help: "LISTs that find which ReplicaSets, pods and EndpointSlices a Service selects, by resource and where they were answered (informer: the guard's metadata informers; apiserver: the API server's watch cache).",
+		}, []string{"resource", "source"}),
 	}
-	reg.MustRegister(m.decisions, m.decisionTime, m.checkDuration, m.findings, m.dbProbes, m.dbProbeTime, m.overrides)
+	reg.MustRegister(m.decisions, m.decisionTime, m.checkDuration, m.findings, m.dbProbes, m.dbProbeTime, m.overrides, m.finds)
 	return m
 }
 
@@ -89,6 +94,29 @@ func (m *Metrics) ObserveProbe(result probe.Reason, cached bool, d time.Duration
 	}
 	m.dbProbes.WithLabelValues(string(result), c).Inc()
 	m.dbProbeTime.WithLabelValues(string(result)).Observe(d.Seconds())
+}
+
+// ObserveFind counts one find; it fits checks.FindCacheOptions.Observe.
+func (m *Metrics) ObserveFind(resource, source string) {
+	if m == nil {
+		return
+	}
+	m.finds.WithLabelValues(resource, source).Inc()
+}
+
+// FindCacheTrusted is a gauge that is 1 while trusted says the find
+// cache's informers answer finds (synced, no recent watch error) and 0
+// while finds go to the API server.
+func FindCacheTrusted(trusted func() bool) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "cutover_guard_find_cache_trusted",
+		Help: "1 while the guard's metadata informers answer its finds (every informer synced, no watch error in the last minute); 0 while finds go to the API server.",
+	}, func() float64 {
+		if trusted() {
+			return 1
+		}
+		return 0
+	})
 }
 
 // recordDecision records one decision: its count and time, each check's

@@ -57,6 +57,10 @@ type Config struct {
 	// UnknownWorkloads is what a target whose pods belong to a controller
 	// the guard cannot judge gets: a denial or a warning.
 	UnknownWorkloads checks.UnknownWorkloads
+	// FindFrom says where the checks find the ReplicaSets, pods and
+	// EndpointSlices a Service selects: the guard's own metadata
+	// informers, or a LIST from the API server's watch cache per decision.
+	FindFrom string
 
 	// CertRotation says whether the guard bootstraps and rotates its
 	// certificate through a Secret or serves CertDir as someone else (a
@@ -87,6 +91,12 @@ const (
 	defaultRequestTimeout = 8 * time.Second
 )
 
+// --find-from values.
+const (
+	findFromInformers = "informers"
+	findFromAPIServer = "apiserver"
+)
+
 func parseFlags(name string, args []string) (Config, error) {
 	cfg := Config{Zap: zap.Options{Development: false}, CertRotation: certs.DefaultMode}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
@@ -115,6 +125,7 @@ func parseFlags(name string, args []string) (Config, error) {
 	fs.StringVar(&cfg.Certs.SecretName, "cert-secret-name", certs.DefaultSecretName, "Secret (in --namespace) that keeps the CA and serving certificate; it must exist and is filled by the guard")
 	fs.StringVar(&cfg.Certs.ServiceName, "service-name", certs.DefaultServiceName, "Service (in --namespace) the API server calls; the certificate names <service>.<namespace>.svc")
 	fs.StringVar(&cfg.Certs.WebhookConfigName, "webhook-config-name", certs.DefaultWebhookConfigName, "ValidatingWebhookConfiguration that receives the CA as caBundle")
+	fs.StringVar(&cfg.FindFrom, "find-from", findFromInformers, "where the checks find which ReplicaSets, pods and EndpointSlices a Service selects: informers (the guard's own metadata informers, one cluster-wide watch per kind, no LIST per decision; needs watch on the three) or apiserver (a LIST from the API server's watch cache per decision, no watch); what a verdict rests on is read by a quorum GET either way")
 	unknownWorkloads := fs.String("unknown-workloads", string(checks.DefaultUnknownWorkloads), "what a target whose pods belong to a controller the guard cannot judge (a Job, a custom controller) gets: deny, or warn (the endpoints and database checks still decide)")
 	overriders := fs.String("override-groups", "", "comma-separated users and groups who may let a denied switch through with the cutover-guard.dev/override annotation; empty: nobody")
 	fs.BoolVar(&cfg.RedactUnreadable, "redact-unreadable", webhook.DefaultRedactUnreadable, "ask the API server (SubjectAccessReview) whether the requester may get each Secret and ConfigMap a finding was read from, and show a redacted finding (its check, reason and the object to ask about) to one who may not; Events are always redacted")
@@ -168,6 +179,9 @@ func parseFlags(name string, args []string) (Config, error) {
 	if cfg.CertRotation != certs.ModeOff {
 		// auto may rotate: its names must be usable.
 		errs = append(errs, cfg.Certs.Validate())
+	}
+	if cfg.FindFrom != findFromInformers && cfg.FindFrom != findFromAPIServer {
+		errs = append(errs, fmt.Errorf("--find-from %q: want %s or %s", cfg.FindFrom, findFromInformers, findFromAPIServer))
 	}
 	if len(cfg.DatabaseURLEnv) == 0 {
 		errs = append(errs, errors.New("--database-url-env: name at least one environment variable"))

@@ -6,12 +6,14 @@ package main
 // files are stale. The certificate rotator's own permissions are in package
 // certs.
 //
-// Package checks reads live state (never list and watch for a cache of its
-// own), and reads Secrets and ConfigMaps only by name, for the database
-// check. It finds objects with LISTs that the API server's watch cache
-// answers (the ReplicaSets and pods a Service's selector matches, metadata
-// only; the Service's EndpointSlices; the ReferenceGrants of its namespace)
-// and judges each by a GET by name (checks/reads.go). Workloads are read by
+// Package checks judges by live state, and reads Secrets and ConfigMaps
+// only by name, for the database check. It finds objects with LISTs that
+// a watch cache answers (the ReplicaSets and pods a Service's selector
+// matches and the Service's EndpointSlices, metadata only: by default the
+// guard's own metadata informers, hence watch on those three, or with
+// --find-from=apiserver the API server's watch cache; the ReferenceGrants
+// of its namespace) and judges each by a GET by name (checks/reads.go,
+// checks/findcache.go). Nothing else is listed or watched. Workloads are read by
 // name, never listed: the Deployment named like the Service, and the
 // controllers of the matching ReplicaSets and pods: Deployments,
 // StatefulSets, DaemonSets, Argo Rollouts, and pods without a controller. A
@@ -22,10 +24,10 @@ package main
 //
 // +kubebuilder:rbac:groups="",resources=services,verbs=get
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;daemonsets,verbs=get
-// +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=list
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list
+// +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups=argoproj.io,resources=rollouts,verbs=get
-// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=referencegrants,verbs=get;list
 // +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get
 //

@@ -9,6 +9,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -74,7 +75,24 @@ func run(ctx context.Context, cfg Config) error {
 	if err := crmetrics.Registry.Register(certs.NewExpiryCollector(cfg.CertDir)); err != nil {
 		return err
 	}
-	guard := &checks.Guard{Reader: mgr.GetAPIReader(), DatabaseEnv: cfg.DatabaseURLEnv,
+	// The checks read live state from the API server; with
+	// --find-from=informers their finding LISTs are answered by the guard's
+	// own metadata informers (checks.FindCache says why no verdict changes).
+	var reader client.Reader = mgr.GetAPIReader()
+	if cfg.FindFrom == findFromInformers {
+		finds, err := checks.NewFindCache(restCfg, reader, checks.FindCacheOptions{Observe: metrics.ObserveFind, HTTPClient: mgr.GetHTTPClient()})
+		if err != nil {
+			return err
+		}
+		if err := mgr.Add(finds); err != nil {
+			return err
+		}
+		if err := crmetrics.Registry.Register(webhook.FindCacheTrusted(finds.Trusted)); err != nil {
+			return err
+		}
+		reader = finds
+	}
+	guard := &checks.Guard{Reader: reader, DatabaseEnv: cfg.DatabaseURLEnv,
 		MaxDatabaseURLsPerTarget: cfg.MaxDatabaseURLsPerTarget, MaxDatabaseURLsPerRequest: cfg.MaxDatabaseURLsPerRequest,
 		MaxDecisionsPerNamespace: cfg.MaxChecksPerNamespace, DatabaseURLsPerNamespacePerMinute: cfg.DBProbesPerNamespacePerMinute,
 		UnknownWorkloads: cfg.UnknownWorkloads}
@@ -141,7 +159,7 @@ func run(ctx context.Context, cfg Config) error {
 		"databasePorts", probe.FormatPorts(cfg.DatabasePorts), "dbCacheTTL", cfg.DBCacheTTL.String(),
 		"dbTimeout", cfg.DBTimeout.String(), "checkCreate", cfg.CheckCreate, "unknownWorkloads", string(cfg.UnknownWorkloads), "databaseURLEnv", cfg.DatabaseURLEnv, "overrideGroups", cfg.OverrideGroups,
 		"clientCAFile", cfg.ClientCAFile, "clientCN", cfg.ClientCN,
-		"redactUnreadable", cfg.RedactUnreadable)
+		"redactUnreadable", cfg.RedactUnreadable, "findFrom", cfg.FindFrom)
 	return mgr.Start(ctx)
 }
 
