@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -22,6 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -44,9 +46,11 @@ type staleCache struct {
 
 	mu       sync.Mutex
 	frozen   bool
+	thawed   chan struct{} // closed by thaw: held watch events flow again
 	recorded map[string]recordedResponse
 	served   int // cache reads answered from before the freeze
 	missing  []string
+	held     int // bytes of watch events held back since the freeze
 }
 
 type recordedResponse struct {
@@ -64,12 +68,18 @@ func newStaleCache(t *testing.T, cfg *rest.Config) (kubeconfig string, s *staleC
 	if err != nil {
 		t.Fatal(err)
 	}
-	s = &staleCache{recorded: map[string]recordedResponse{}}
+	s = &staleCache{recorded: map[string]recordedResponse{}, thawed: make(chan struct{})}
 	s.proxy = &httputil.ReverseProxy{
 		Rewrite:       func(r *httputil.ProxyRequest) { r.SetURL(target) },
 		Transport:     transport,
 		FlushInterval: -1, // watches stream
 		ModifyResponse: func(resp *http.Response) error {
+			if isWatch(resp.Request) {
+				// An informer's watch: what it streams after the freeze
+				// is held back, as if the watch cache had stopped.
+				resp.Body = &heldBody{ReadCloser: resp.Body, s: s}
+				return nil
+			}
 			if !fromWatchCache(resp.Request) || resp.StatusCode != http.StatusOK {
 				return nil
 			}
@@ -94,6 +104,7 @@ func newStaleCache(t *testing.T, cfg *rest.Config) (kubeconfig string, s *staleC
 	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
+	t.Cleanup(s.thaw) // before the server closes: nothing stays held
 
 	// The guard talks to the proxy without credentials; the proxy adds the
 	// test's own (cfg) on the way to the API server.
@@ -111,7 +122,42 @@ func newStaleCache(t *testing.T, cfg *rest.Config) (kubeconfig string, s *staleC
 
 // fromWatchCache tells a read the API server answers from its watch cache.
 func fromWatchCache(r *http.Request) bool {
-	return r.Method == http.MethodGet && r.URL.Query().Get("resourceVersion") == "0"
+	return r.Method == http.MethodGet && r.URL.Query().Get("resourceVersion") == "0" && !isWatch(r)
+}
+
+func isWatch(r *http.Request) bool {
+	w := r.URL.Query().Get("watch")
+	return r.Method == http.MethodGet && (w == "true" || w == "1")
+}
+
+// heldBody streams a watch until the freeze, and holds what arrives after
+// it until thaw.
+type heldBody struct {
+	io.ReadCloser
+	s *staleCache
+}
+
+func (b *heldBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.s.mu.Lock()
+	frozen := b.s.frozen
+	if frozen {
+		b.s.held += n
+	}
+	b.s.mu.Unlock()
+	if frozen {
+		<-b.s.thawed
+	}
+	return n, err
+}
+
+func (s *staleCache) thaw() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.frozen {
+		s.frozen = false
+		close(s.thawed)
+	}
 }
 
 func cacheKey(r *http.Request) string {
@@ -157,30 +203,64 @@ func (s *staleCache) servedStale() (served int, missing []string) {
 	return s.served, append([]string(nil), s.missing...)
 }
 
+func (s *staleCache) heldBytes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held
+}
+
 // TestDecisionsFollowEtcdNotTheWatchCache runs a second guard, reading the
 // real API server through staleCache, and posts it the tutorial's cutover
-// while its view of the watch cache is frozen at a moment green was Ready.
-// Every object a verdict rests on is read by a quorum GET, so the verdict
-// follows etcd: a denial once green is held Pending (the frozen cache still
-// lists green's old ReplicaSet, pods and EndpointSlice), an allow once green
-// serves again (the cache still lists the objects that are gone). The
-// guard reads ahead (its slots are free): those reads follow the same rule.
+// while what it finds objects with is frozen at a moment green was Ready:
+// the API server's watch cache (--find-from=apiserver: every read with
+// resourceVersion=0 is answered from before the freeze) or the guard's own
+// informers (the default: their watches hold every event after the
+// freeze). Every object a verdict rests on is read by a quorum GET, so the
+// verdict follows etcd: a denial once green is held Pending (the frozen
+// view still lists green's old ReplicaSet, pods and EndpointSlice), an
+// allow once green serves again (it still lists the objects that are
+// gone). The guard reads ahead (its slots are free): those reads follow the
+// same rule. The two modes run one after the other on one tenant; each
+// starts and ends with green serving.
 func TestDecisionsFollowEtcdNotTheWatchCache(t *testing.T) {
 	e := setup(t)
-	ctx := t.Context()
 	kube := e.wideClient(t)
 	e.createTenant(t, kube, staleNamespace)
+	for _, mode := range []string{"apiserver", "informers"} {
+		t.Run(mode, func(t *testing.T) { decisionsFollowEtcd(t, e, kube, mode) })
+	}
+}
 
+func decisionsFollowEtcd(t *testing.T, e *env, kube client.Client, findFrom string) {
+	ctx := t.Context()
+	informers := findFrom == "informers"
 	kubeconfig, cache := newStaleCache(t, e.cluster.Config)
 	g, err := tutorial.StartGuard(ctx, tutorial.GuardOptions{
 		Binary: filepath.Join(e.dir, "cutover-guard"), Kubeconfig: kubeconfig, Dir: t.TempDir(), DBTimeout: dbTimeout,
-		Args: []string{"--zap-log-level=debug"},
+		Args: []string{"--zap-log-level=debug", "--find-from=" + findFrom},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = g.Stop() })
 	g.LogOnFailure(t, 60)
+	finds := func(source string) float64 {
+		t.Helper()
+		page, err := g.Metrics(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tutorial.MetricSum(page, "cutover_guard_finds_total", map[string]string{"source": source})
+	}
+	if informers {
+		// Finds go to the API server until the informers have synced.
+		if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			page, err := g.Metrics(ctx)
+			return err == nil && tutorial.MetricSum(page, "cutover_guard_find_cache_trusted", nil) == 1, nil
+		}); err != nil {
+			t.Fatalf("the find cache never became trusted: %v", err)
+		}
+	}
 
 	var route gwv1.HTTPRoute
 	if err := kube.Get(ctx, client.ObjectKey{Namespace: staleNamespace, Name: tutorial.Route}, &route); err != nil {
@@ -193,16 +273,28 @@ func TestDecisionsFollowEtcdNotTheWatchCache(t *testing.T) {
 	if resp := post(t, &route, tutorial.Green); !resp.Allowed {
 		t.Fatalf("cutover to a Ready green denied: %s", resp.Result.Message)
 	}
-	if n := cache.freeze(); n < 3 {
+	fromInformers, fromAPIServer := finds("informer"), finds("apiserver")
+	n := cache.freeze()
+	switch {
+	case informers && fromInformers < 3:
+		t.Fatalf("the informers answered %v finds; want at least 3 (EndpointSlices, ReplicaSets, pods)", fromInformers)
+	case !informers && n < 3:
 		t.Fatalf("the decision made %d reads from the watch cache; want at least 3 (EndpointSlices, ReplicaSets, pods)", n)
 	}
 
-	// Green held Pending: etcd says not Ready, the frozen cache still lists
+	// Green held Pending: etcd says not Ready, the frozen view still lists
 	// what it listed when green served.
 	green := e.manifests.Deployment(tutorial.Green, tutorial.Replicas, true)
 	green.Namespace = staleNamespace
 	if err := tutorial.HoldPending(ctx, kube, green); err != nil {
 		t.Fatal(err)
+	}
+	if informers {
+		// The rollout's events reached the proxy and were held back: the
+		// informers are behind etcd.
+		if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) { return cache.heldBytes() > 0, nil }); err != nil {
+			t.Fatal("no watch event was held back after the freeze: the informers are not stale")
+		}
 	}
 	resp := post(t, &route, tutorial.Green)
 	if resp.Allowed {
@@ -217,12 +309,16 @@ func TestDecisionsFollowEtcdNotTheWatchCache(t *testing.T) {
 	if len(missing) > 0 {
 		t.Fatalf("cache reads not recorded before the freeze: %v", missing)
 	}
-	if stale < 3 {
+	switch {
+	case informers && (finds("informer") < fromInformers+3 || finds("apiserver") != fromAPIServer):
+		t.Fatalf("finds after the freeze: informer %v -> %v, apiserver %v -> %v; want 3 or more from the informers, none from the API server",
+			fromInformers, finds("informer"), fromAPIServer, finds("apiserver"))
+	case !informers && stale < 3:
 		t.Fatalf("%d reads answered from the frozen cache; want at least 3", stale)
 	}
 
 	// Green serving again, with a new ReplicaSet and new pods the frozen
-	// cache has never seen: etcd says Ready, and so does the verdict.
+	// view has never seen: etcd says Ready, and so does the verdict.
 	green = e.manifests.Deployment(tutorial.Green, tutorial.Replicas, false)
 	green.Namespace = staleNamespace
 	if err := tutorial.Serve(ctx, kube, green); err != nil {
@@ -231,7 +327,10 @@ func TestDecisionsFollowEtcdNotTheWatchCache(t *testing.T) {
 	if resp := post(t, &route, tutorial.Green); !resp.Allowed {
 		t.Fatalf("cutover to a Ready green denied while the cache lists only objects that are gone: %s", resp.Result.Message)
 	}
-	if again, _ := cache.servedStale(); again < 2*stale {
+	switch again, _ := cache.servedStale(); {
+	case informers && finds("apiserver") != fromAPIServer:
+		t.Fatalf("the last decision found objects through the API server (%v -> %v); want the frozen informers", fromAPIServer, finds("apiserver"))
+	case !informers && again < 2*stale:
 		t.Fatalf("the last decision read %d times from the frozen cache; want at least %d", again-stale, stale)
 	}
 }
