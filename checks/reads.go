@@ -22,7 +22,9 @@ import (
 //     match a Service's selector, a Service's EndpointSlices, the
 //     ReferenceGrants of a namespace), they LIST with resourceVersion "0",
 //     served by the watch cache at once, however far behind etcd it is (in
-//     practice milliseconds);
+//     practice milliseconds); FindCache (findcache.go) answers the first
+//     three from the guard's own informers, a copy of the same watch cache
+//     one watch further behind, trusted only while it keeps up;
 //   - every object the verdict depends on (the Service, each workload, each
 //     pod without a controller, each EndpointSlice, each ReferenceGrant that
 //     grants, each Secret and ConfigMap) is then read by name with a quorum
