@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -286,7 +287,7 @@ func BenchmarkFindCacheMemory(b *testing.B) {
 					Labels:      map[string]string{"app": "myapp", "version": "green", "pod-template-hash": "5d8f9c7b4"},
 					Annotations: map[string]string{"kubectl.kubernetes.io/restartedAt": "2026-12-03T12:00:00Z"},
 					ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager", Operation: "Update", APIVersion: "v1",
-						FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: make([]byte, 600)}}},
+						FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(strings.Repeat("x", 600))}},
 					OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "app-green-5d8f9c7b4",
 						UID: "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d", Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}},
 				},

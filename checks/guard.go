@@ -29,7 +29,8 @@ const (
 
 // Guard runs every check against a set of targets.
 type Guard struct {
-	// Reader reads live state; it must not be an informer cache.
+	// Reader reads live state: every GET must reach the API server. It
+	// may answer the finding LISTs from a cache of its own (FindCache).
 	Reader client.Reader
 	// Prober probes databases; nil skips the database check with a warning.
 	Prober *probe.Prober

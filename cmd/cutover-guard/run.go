@@ -9,7 +9,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -78,7 +77,7 @@ func run(ctx context.Context, cfg Config) error {
 	// The checks read live state from the API server; with
 	// --find-from=informers their finding LISTs are answered by the guard's
 	// own metadata informers (checks.FindCache says why no verdict changes).
-	var reader client.Reader = mgr.GetAPIReader()
+	reader := mgr.GetAPIReader()
 	if cfg.FindFrom == findFromInformers {
 		finds, err := checks.NewFindCache(restCfg, reader, checks.FindCacheOptions{Observe: metrics.ObserveFind, HTTPClient: mgr.GetHTTPClient()})
 		if err != nil {
