@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -147,7 +148,7 @@ func TestChartValues(t *testing.T) {
 		"topologySpreadConstraints=null", "priorityClassName=high", "podDisruptionBudget.enabled=false", "networkPolicy.enabled=false",
 		"guard.privateCIDRs={10.0.0.0/8,172.16.0.0/12}", "guard.databasePorts=5432\\,25060", "guard.dbTimeout=2s",
 		"guard.requestTimeout=7s", "guard.checkCreate=false", "guard.redactUnreadable=false", "guard.smokeChecks=false",
-		"guard.unknownWorkloads=warn", "guard.overrideGroups={sre,release-admins}", "guard.maxChecksPerNamespace=16",
+		"guard.unknownWorkloads=warn", "guard.findFrom=apiserver", "guard.overrideGroups={sre,release-admins}", "guard.maxChecksPerNamespace=16",
 		"guard.logLevel=debug", "guard.skipDatabaseCheck=true", "guard.databaseURLEnv={DATABASE_URL,DB_URL}",
 		"webhook.timeoutSeconds=10", "webhook.failurePolicy=Ignore", "webhook.excludedNamespaces={kube-system,flux-system}",
 		"webhook.extraMatchConditions[0].name=not-flux",
@@ -169,10 +170,17 @@ func TestChartValues(t *testing.T) {
 	}
 	for _, want := range []string{"--private-cidrs=10.0.0.0/8,172.16.0.0/12", "--database-ports=5432,25060", "--db-timeout=2s",
 		"--request-timeout=7s", "--check-create=false", "--redact-unreadable=false", "--smoke-checks=false", "--unknown-workloads=warn",
-		"--override-groups=sre,release-admins", "--max-checks-per-namespace=16", "--zap-log-level=debug", "--skip-database-check=true",
+		"--find-from=apiserver", "--override-groups=sre,release-admins", "--max-checks-per-namespace=16", "--zap-log-level=debug", "--skip-database-check=true",
 		"--database-url-env=DATABASE_URL,DB_URL", "--cert-rotation=true"} {
 		if !slices.Contains(c.Args, want) {
 			t.Errorf("args %v lack %s", c.Args, want)
+		}
+	}
+	var role rbacv1.ClusterRole
+	mustFind(t, objs, "ClusterRole", "cutover-guard", &role)
+	for _, r := range role.Rules {
+		if slices.Contains(r.Verbs, "watch") {
+			t.Errorf("guard.findFrom=apiserver: the ClusterRole still grants watch on %v", r.Resources)
 		}
 	}
 	for _, kind := range []string{"PodDisruptionBudget", "NetworkPolicy", "ResourceQuota"} {
@@ -211,6 +219,7 @@ func TestChartValues(t *testing.T) {
 		"webhook.failurePolicy=Deny":   "at '/webhook/failurePolicy': value must be one of 'Fail', 'Ignore'",
 		"guard.dbTimeout=2":            "at '/guard/dbTimeout': got number, want string",
 		"guard.unknownWorkloads=allow": "at '/guard/unknownWorkloads'",
+		"guard.findFrom=etcd":          "at '/guard/findFrom'",
 	} {
 		cmd := helmCmd(t, "template", "cutover-guard", chartDir(t), "--set="+set)
 		if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), want) {

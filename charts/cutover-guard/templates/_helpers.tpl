@@ -33,3 +33,8 @@ app.kubernetes.io/component: webhook
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/* ", watch" on the find cache's kinds unless guard.findFrom is apiserver. */}}
+{{- define "cutover-guard.findWatch" -}}
+{{- if ne (.Values.guard.findFrom | default "") "apiserver" }}, watch{{ end -}}
+{{- end }}
