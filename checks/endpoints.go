@@ -121,11 +121,14 @@ func serviceSlices(ctx context.Context, r client.Reader, svc *corev1.Service) ([
 	return out, len(list.Items), nil
 }
 
+// endpointSliceListGVK is the list kind serviceSlices lists.
+var endpointSliceListGVK = discoveryv1.SchemeGroupVersion.WithKind("EndpointSliceList")
+
 // sliceMetadataList is what serviceSlices lists EndpointSlices into: their
 // metadata only.
 func sliceMetadataList() *metav1.PartialObjectMetadataList {
 	list := &metav1.PartialObjectMetadataList{}
-	list.SetGroupVersionKind(discoveryv1.SchemeGroupVersion.WithKind("EndpointSliceList"))
+	list.SetGroupVersionKind(endpointSliceListGVK)
 	return list
 }
 

@@ -82,12 +82,10 @@ func findCacheUnderTest(t *testing.T) (f *FindCache, informer *listRecorder, api
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	clock = &now
 	informer = &listRecorder{}
-	f = &FindCache{api: api, cache: informer, informers: map[schema.GroupVersionKind]crcache.Informer{},
-		resources: map[schema.GroupVersionKind]string{}, untrusted: DefaultUntrustedAfterWatchError, now: func() time.Time { return *clock }}
-	for _, k := range foundKinds {
-		list := k.gvk.GroupVersion().WithKind(k.gvk.Kind + "List")
-		f.informers[list] = &syncedInformer{synced: true}
-		f.resources[list] = k.resource
+	f = &FindCache{api: api, cache: informer, found: map[schema.GroupVersionKind]foundInformer{},
+		untrusted: DefaultUntrustedAfterWatchError, now: func() time.Time { return *clock }}
+	for list, resource := range foundKinds {
+		f.found[list] = foundInformer{resource: resource, informer: &syncedInformer{synced: true}}
 	}
 	return f, informer, func() int { mu.Lock(); defer mu.Unlock(); return reads }, clock
 }
@@ -183,7 +181,7 @@ func TestFindCacheTrustsInformersOnlyWhileTheyKeepUp(t *testing.T) {
 		t.Fatal("a synced informer did not answer")
 	}
 
-	pods := f.informers[corev1.SchemeGroupVersion.WithKind("PodList")].(*syncedInformer)
+	pods := f.found[podListGVK].informer.(*syncedInformer)
 	pods.synced = false
 	if find() || f.Trusted() {
 		t.Error("an informer that has not synced answered")
