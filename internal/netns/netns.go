@@ -143,8 +143,14 @@ func (n *Namespace) Close() error {
 		defer cancel()
 		n.closeErr = ip(ctx, "netns", "delete", n.Name)
 		// The host end goes with its peer; remove it if it did not.
+		// The kernel removes it asynchronously, so it may vanish between
+		// the look and the delete: gone afterwards is what Close wants.
 		if _, err := net.InterfaceByName(n.hostLink); err == nil {
-			n.closeErr = errors.Join(n.closeErr, ip(ctx, "link", "delete", n.hostLink))
+			if err := ip(ctx, "link", "delete", n.hostLink); err != nil {
+				if _, still := net.InterfaceByName(n.hostLink); still == nil {
+					n.closeErr = errors.Join(n.closeErr, err)
+				}
+			}
 		}
 	})
 	return n.closeErr
