@@ -82,6 +82,9 @@ type Guard struct {
 	urlsN    *namespaceURLs
 	// selectors are the Services' selectors read ahead with (readahead.go).
 	selectors *rememberedSelectors
+	// sources are the Secrets and ConfigMaps read ahead beside the
+	// Deployment named like a Service (readahead.go).
+	sources *rememberedSources
 }
 
 // init sets up the per-namespace bounds on the first decision.
@@ -102,6 +105,7 @@ func (g *Guard) init() {
 		}
 		g.urlsN = newNamespaceURLs(perMinute, now)
 		g.selectors = newRememberedSelectors()
+		g.sources = newRememberedSources()
 	})
 }
 

@@ -29,6 +29,9 @@ import (
 //     whatever the selector says), and, as soon as it is read, the Secrets
 //     and ConfigMaps that its containers' connection-string env entries
 //     name (DatabaseReachable reads them if the Deployment is selected);
+//     those it named when a decision last read it are read beside the
+//     Deployment itself, so the decision's longest chain (Deployment, then
+//     Secret) is one round trip, not two, while the env stays as it was;
 //   - the LIST of the Service's EndpointSlices (by the service-name label,
 //     from the watch cache) and, as soon as it answers, the GET of each
 //     slice it names (EndpointsReady reads them);
@@ -58,7 +61,8 @@ import (
 //
 // Bounds: the remembered selectors are at most maxRememberedSelectors,
 // least recently used first out, each at most maxRememberedSelectorBytes
-// (a larger one is not remembered); reads ahead run only on the slots of MaxConcurrentTargets that
+// (a larger one is not remembered), and as many Services' remembered
+// Secrets, at most maxReadAheadSources names each; reads ahead run only on the slots of MaxConcurrentTargets that
 // the update's targets leave free (a route with as many targets as slots
 // reads nothing ahead, so they never delay a target's own checks nor raise
 // the reads in flight past the bound), at most maxReadAheadSources Secrets
@@ -81,14 +85,41 @@ const (
 	maxRememberedSelectorBytes = 512
 )
 
-// rememberedSelectors holds, per Service, the selector it had when a
-// decision last read it.
-type rememberedSelectors struct {
+// remembered holds, per Service, a V a decision read for it (the Service's
+// selector, the Secrets its Deployment's env named): a key for the next
+// decision's reads ahead, never a fact a verdict rests on. At most
+// maxRememberedSelectors Services, least recently used first out.
+type remembered[V any] struct {
 	cache *lru.Cache
 }
 
+func newRemembered[V any]() *remembered[V] {
+	return &remembered[V]{cache: lru.New(maxRememberedSelectors)}
+}
+
+func (r *remembered[V]) put(key types.NamespacedName, v V) { r.cache.Add(key, v) }
+
+func (r *remembered[V]) forget(key types.NamespacedName) { r.cache.Remove(key) }
+
+// get is the V remembered for Service key; it is shared and must not be
+// changed.
+func (r *remembered[V]) get(key types.NamespacedName) (V, bool) {
+	v, ok := r.cache.Get(key)
+	if !ok {
+		var zero V
+		return zero, false
+	}
+	return v.(V), true
+}
+
+// rememberedSelectors holds, per Service, the selector it had when a
+// decision last read it.
+type rememberedSelectors struct {
+	*remembered[map[string]string]
+}
+
 func newRememberedSelectors() *rememberedSelectors {
-	return &rememberedSelectors{cache: lru.New(maxRememberedSelectors)}
+	return &rememberedSelectors{newRemembered[map[string]string]()}
 }
 
 // remember keeps svc's selector, or forgets it when it has none or one
@@ -100,20 +131,40 @@ func (r *rememberedSelectors) remember(svc *corev1.Service) {
 		size += len(k) + len(v)
 	}
 	if len(svc.Spec.Selector) == 0 || size > maxRememberedSelectorBytes {
-		r.cache.Remove(key)
+		r.forget(key)
 		return
 	}
-	r.cache.Add(key, maps.Clone(svc.Spec.Selector))
+	r.put(key, maps.Clone(svc.Spec.Selector))
 }
 
 // selector is the selector remembered for Service key; the map is shared
 // and must not be changed.
 func (r *rememberedSelectors) selector(key types.NamespacedName) (map[string]string, bool) {
-	v, ok := r.cache.Get(key)
-	if !ok {
-		return nil, false
+	return r.get(key)
+}
+
+// rememberedSources holds, per Service, the Secrets and ConfigMaps (at most
+// maxReadAheadSources) that the connection-string env of the Deployment
+// named like it named when a decision last read that Deployment. The next
+// decision reads them beside the Deployment rather than after it: one round
+// trip fewer on the decision's longest chain (Deployment, then Secret).
+type rememberedSources struct {
+	*remembered[[]objectKey]
+}
+
+func newRememberedSources() *rememberedSources {
+	return &rememberedSources{newRemembered[[]objectKey]()}
+}
+
+// remember keeps srcs for Service key, or forgets what was kept when there
+// are none. Names are at most 253 bytes, so a Service costs at most about
+// 1 KiB.
+func (r *rememberedSources) remember(key types.NamespacedName, srcs []objectKey) {
+	if len(srcs) == 0 {
+		r.forget(key)
+		return
 	}
-	return v.(map[string]string), true
+	r.put(key, slices.Clone(srcs[:min(len(srcs), maxReadAheadSources)]))
 }
 
 // readAhead is the Reader of one target's checks: a client.Reader that
@@ -258,13 +309,8 @@ func (ra *readAhead) startList(list client.ObjectList, then func(), opts ...clie
 // make that need only t's name (see the top of this file).
 func (g *Guard) readAheadFor(ra *readAhead, t Target) {
 	ns := t.Service.Namespace
-	named := &appsv1.Deployment{}
-	ra.startGet(t.Service, named, func() {
-		if g.Prober == nil {
-			return
-		}
-		w := deploymentWorkload(named)
-		for _, src := range connectionStringSources(w, lookedUpNames([]Workload{w}, databaseEnvNames(g.DatabaseEnv)), maxReadAheadSources) {
+	readSources := func(srcs []objectKey) {
+		for _, src := range srcs {
 			key := client.ObjectKey{Namespace: ns, Name: src.name}
 			if src.kind == "secret" {
 				ra.startGet(key, &corev1.Secret{}, nil)
@@ -272,6 +318,24 @@ func (g *Guard) readAheadFor(ra *readAhead, t Target) {
 				ra.startGet(key, &corev1.ConfigMap{}, nil)
 			}
 		}
+	}
+	if g.Prober != nil {
+		// The Secrets the named Deployment's env named last time, beside
+		// the Deployment itself; what it names now is read once it is read
+		// (a source already on its way is not read twice).
+		if srcs, ok := g.sources.get(t.Service); ok {
+			readSources(srcs)
+		}
+	}
+	named := &appsv1.Deployment{}
+	ra.startGet(t.Service, named, func() {
+		if g.Prober == nil {
+			return
+		}
+		w := deploymentWorkload(named)
+		srcs := connectionStringSources(w, lookedUpNames([]Workload{w}, databaseEnvNames(g.DatabaseEnv)), maxReadAheadSources)
+		g.sources.remember(t.Service, srcs)
+		readSources(srcs)
 	})
 	if selector, ok := g.selectors.selector(t.Service); ok {
 		opts := selectedListOptions(ns, selector)

@@ -11,12 +11,16 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	"github.com/cutover-guard/cutover-guard/checks/probe"
+	"github.com/cutover-guard/cutover-guard/checks/probe/probetest"
 )
 
 // Reading ahead changes no verdict and reads no object twice: one target
@@ -230,5 +234,124 @@ func TestRememberedSelectorsAreBounded(t *testing.T) {
 	}
 	if _, ok := r.selector(types.NamespacedName{Namespace: "production", Name: "svc-00000"}); ok {
 		t.Error("the least recently used selector was kept past the bound")
+	}
+}
+
+// The Secret that the named Deployment's connection-string env named last
+// time is read beside the Deployment, not after it; when the env names
+// another Secret since, the remembered one only costs its read: the check
+// reads the Secret the Deployment names now, and the findings are those of
+// a guard that remembers nothing.
+func TestRememberedSourcesReadBesideTheDeployment(t *testing.T) {
+	d := readyDeployment("app-green", 2)
+	d.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{fromSecret("DATABASE_URL", "db-one", "url", false)}
+	objs := []client.Object{greenService(), d, slice("app-green", ptr.To(true)),
+		secret("db-one", map[string]string{"url": "postgres://app:one-pw@db-one.internal:5432/app"}),
+		secret("db-two", map[string]string{"url": "postgres://app:two-pw@db-two.internal:5432/app"})}
+	var (
+		mu      sync.Mutex
+		gets    = map[string]int{} // "*v1.Secret production/db-one" -> GETs
+		hold    bool               // the Deployment GET waits for the Secret GET
+		started = make(chan struct{}, 1)
+	)
+	r := fake.NewClientBuilder().WithScheme(testScheme()).WithObjects(objs...).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			mu.Lock()
+			gets[fmt.Sprintf("%T %s", obj, key)]++
+			wait := hold
+			mu.Unlock()
+			switch obj.(type) {
+			case *corev1.Secret:
+				if wait {
+					started <- struct{}{}
+				}
+			case *appsv1.Deployment:
+				if wait {
+					select {
+					case <-started:
+					case <-time.After(10 * time.Second):
+						t.Error("the remembered Secret was not read while the Deployment was")
+					}
+				}
+			}
+			return cl.Get(ctx, key, obj, opts...)
+		},
+	}).Build()
+	prober := func() *probe.Prober {
+		return probe.NewProber(probe.ProberOptions{Resolver: probetest.FixedResolver("10.0.0.5"), Dial: probetest.RefuseDial})
+	}
+	evaluate := func(g *Guard) []Finding {
+		t.Helper()
+		res, err := g.Evaluate(t.Context(), []Target{greenTarget()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Findings
+	}
+	counts := func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		c := maps.Clone(gets)
+		clear(gets)
+		return c
+	}
+	g := &Guard{Reader: r, Prober: prober()}
+	first := evaluate(g) // remembers db-one
+	if n := counts()["*v1.Secret production/db-one"]; n != 1 {
+		t.Fatalf("first decision read db-one %d times, want 1", n)
+	}
+	mu.Lock()
+	hold = true
+	mu.Unlock()
+	second := evaluate(g)
+	mu.Lock()
+	hold = false
+	mu.Unlock()
+	if diff := cmp.Diff(first, second); diff != "" {
+		t.Errorf("findings (-first decision +second, read ahead):\n%s", diff)
+	}
+	for k, n := range counts() {
+		if n != 1 {
+			t.Errorf("second decision: %s read %d times, want once", k, n)
+		}
+	}
+
+	// The Deployment now takes its connection string from db-two.
+	if err := r.Get(t.Context(), client.ObjectKeyFromObject(d), d); err != nil {
+		t.Fatal(err)
+	}
+	d.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{fromSecret("DATABASE_URL", "db-two", "url", false)}
+	if err := r.(client.Client).Update(t.Context(), d); err != nil {
+		t.Fatal(err)
+	}
+	got := evaluate(g)
+	c := counts()
+	if c["*v1.Secret production/db-two"] != 1 || c["*v1.Secret production/db-one"] > 1 {
+		t.Errorf("after the env changed, Secrets read: %v; want db-two once, db-one at most once (the guess)", c)
+	}
+	if diff := cmp.Diff(evaluate(&Guard{Reader: r, Prober: prober()}), got); diff != "" {
+		t.Errorf("findings after the env changed (-a guard that remembers nothing +this one):\n%s", diff)
+	}
+	if cmp.Equal(first, got) {
+		t.Errorf("the findings did not follow the new Secret (still %v)", reasons(got))
+	}
+}
+
+// What a tenant can make the guard remember of its Secrets is bounded: at
+// most maxReadAheadSources per Service, and nothing for a Deployment whose
+// env names none.
+func TestRememberedSourcesAreBounded(t *testing.T) {
+	r := newRememberedSources()
+	var many []objectKey
+	for i := range 100 {
+		many = append(many, objectKey{"secret", fmt.Sprintf("s-%03d", i)})
+	}
+	r.remember(green, many)
+	if got, _ := r.get(green); len(got) != maxReadAheadSources {
+		t.Errorf("%d sources remembered, want %d", len(got), maxReadAheadSources)
+	}
+	r.remember(green, nil)
+	if got, ok := r.get(green); ok {
+		t.Errorf("a Deployment with no sources left %v remembered", got)
 	}
 }
