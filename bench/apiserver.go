@@ -396,6 +396,11 @@ func throughAPIServer(ctx context.Context, l *lab, r *report) (err error) {
 	if err != nil {
 		return err
 	}
+	if l.s.profile > 0 {
+		if err := l.profileSwitches(ctx, ss[len(ss)-1], r); err != nil {
+			return err
+		}
+	}
 	if err := l.unregister(ctx); err != nil {
 		return err
 	}

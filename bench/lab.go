@@ -57,6 +57,7 @@ type lab struct {
 	warm, cold, flagged  *guard
 	allow                *allowServer // part 3's always-allow webhook, while it runs
 	fastBody, switchBody []byte
+	pprofAddr            string // the warm guard's pprof endpoints, with -profile
 	k8sVersion           string
 }
 
@@ -117,7 +118,11 @@ func startLab(ctx context.Context, s settings, r *report) (_ *lab, err error) {
 		DisableCompression:  true,
 	}, Timeout: 30 * time.Second}
 
-	if l.warm, err = l.startGuard(ctx, "warm", true); err != nil {
+	pprof, err := l.pprofArgs()
+	if err != nil {
+		return nil, err
+	}
+	if l.warm, err = l.startGuard(ctx, "warm", true, pprof...); err != nil {
 		return nil, err
 	}
 	if l.cold, err = l.startGuard(ctx, "cold", true, "--db-cache-ttl=0"); err != nil {

@@ -38,6 +38,8 @@ type settings struct {
 	guardEnv []string
 	// scaleSizes are the app counts part 4 measures at; nil: the default.
 	scaleSizes []int
+	// profile is the length of part 3's profiled run; 0: none.
+	profile time.Duration
 }
 
 // The parts, in the order they run.
@@ -70,6 +72,7 @@ func parseFlags(args []string) (settings, error) {
 	fs.BoolVar(&s.verbose, "v", false, "print progress in detail")
 	guardEnv := fs.String("guard-env", "", "comma-separated KEY=VALUE pairs added to the guard's environment, e.g. GOGC=400 (recorded in the report)")
 	scaleSizes := fs.String("scale-sizes", "", "comma-separated app counts the scale part measures at, in increasing order, e.g. 0,2000 (default 0,400,2000; quick 0,200)")
+	fs.DurationVar(&s.profile, "profile", 0, "end part 3 with this long a run of 8 clients switching the guarded routes while CPU profiles of the guard and kube-apiserver are taken (kept in -raw, top printed); 0: none")
 	err := fs.Parse(args)
 	if err != nil {
 		return s, err
@@ -219,6 +222,9 @@ func commandLine(s settings) string {
 	}
 	if len(s.scaleSizes) > 0 && s.parts["scale"] {
 		c += " -scale-sizes=" + strings.Trim(strings.Join(strings.Fields(fmt.Sprint(s.scaleSizes)), ","), "[]")
+	}
+	if s.profile > 0 && s.parts["apiserver"] {
+		c += " -profile=" + s.profile.String()
 	}
 	if s.quick {
 		c += " -quick"

@@ -24,6 +24,7 @@ type Config struct {
 	CertDir        string
 	Port           int
 	MetricsAddr    string
+	PprofAddr      string
 	HealthAddr     string
 	PrivateCIDRs   []netip.Prefix
 	DatabasePorts  []uint16
@@ -104,6 +105,7 @@ func parseFlags(name string, args []string) (Config, error) {
 	fs.StringVar(&cfg.CertDir, "cert-dir", defaultCertDir, "directory holding tls.crt and tls.key for the webhook server (reloaded when they change)")
 	fs.IntVar(&cfg.Port, "port", crwebhook.DefaultPort, "webhook server port")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-bind-address", metricsserver.DefaultBindAddress, "address of the /metrics endpoint; 0 disables it")
+	fs.StringVar(&cfg.PprofAddr, "pprof-bind-address", "0", "address of Go's /debug/pprof endpoints (CPU and heap profiles); 0, the default, disables them. They are unauthenticated: bind to localhost or a port no one else reaches")
 	fs.StringVar(&cfg.HealthAddr, "health-probe-bind-address", defaultHealthAddr, "address of the /healthz and /readyz endpoints")
 	cidrs := fs.String("private-cidrs", joinPrefixes(probe.DefaultPrivateCIDRs()), "comma-separated CIDRs a database host must resolve into to count as private")
 	fs.DurationVar(&cfg.DBTimeout, "db-timeout", probe.DefaultTimeout, "bound on each database probe (connect, TLS, auth, SELECT 1)")

@@ -136,7 +136,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 	}
 	type defaults struct {
 		Port                     int
-		MetricsAddr              string
+		MetricsAddr, PprofAddr   string
 		PrivateCIDRs             []netip.Prefix
 		DatabasePorts            []uint16
 		DBTimeout, DBCacheTTL    time.Duration
@@ -156,7 +156,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		CertRotation             certs.Mode
 	}
 	want := defaults{
-		Port: crwebhook.DefaultPort, MetricsAddr: metricsserver.DefaultBindAddress,
+		Port: crwebhook.DefaultPort, MetricsAddr: metricsserver.DefaultBindAddress, PprofAddr: "0",
 		PrivateCIDRs: probe.DefaultPrivateCIDRs(), DatabasePorts: probe.DefaultDatabasePorts,
 		DBTimeout: probe.DefaultTimeout, DBCacheTTL: probe.DefaultCacheTTL,
 		RequestTimeout: defaultRequestTimeout, DatabaseURLEnv: []string{checks.DefaultDatabaseURLEnv},
@@ -172,7 +172,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		CertRotation:     certs.DefaultMode,
 	}
 	got := defaults{
-		Port: c.Port, MetricsAddr: c.MetricsAddr,
+		Port: c.Port, MetricsAddr: c.MetricsAddr, PprofAddr: c.PprofAddr,
 		PrivateCIDRs: c.PrivateCIDRs, DatabasePorts: c.DatabasePorts,
 		DBTimeout: c.DBTimeout, DBCacheTTL: c.DBCacheTTL,
 		RequestTimeout: c.RequestTimeout, DatabaseURLEnv: c.DatabaseURLEnv,

@@ -65,6 +65,7 @@ func run(ctx context.Context, cfg Config) error {
 		WebhookServer:          server,
 		Metrics:                metricsserver.Options{BindAddress: cfg.MetricsAddr},
 		HealthProbeBindAddress: cfg.HealthAddr,
+		PprofBindAddress:       cfg.PprofAddr,
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
