@@ -397,7 +397,7 @@ func throughAPIServer(ctx context.Context, l *lab, r *report) (err error) {
 		return err
 	}
 	if l.s.profile > 0 {
-		if err := l.profileSwitches(ctx, ss[len(ss)-1], r); err != nil {
+		if err := l.profileSwitches(ctx, ss[1], ss[len(ss)-1], r); err != nil {
 			return err
 		}
 	}

@@ -16,12 +16,14 @@ import (
 	"github.com/cutover-guard/cutover-guard/internal/loopback"
 )
 
-// With -profile, part 3 ends with a profiled run: its 8 clients switch the
-// guard + matchConditions routes for the -profile period while CPU profiles
-// of the guard (its --pprof-bind-address) and of kube-apiserver (its
-// /debug/pprof, served to the bench's admin credentials) are taken. The
-// profiles are kept in the raw folder, with the top of each and the CPU
-// each process used per switch, read from /proc, for the whole period.
+// With -profile, part 3 ends with two more runs of its 8 clients, each for
+// the -profile period: on the always-allow webhook's routes, then on the
+// guard + matchConditions routes while CPU profiles of the guard (its
+// --pprof-bind-address) and of kube-apiserver (its /debug/pprof, served to
+// the bench's admin credentials) are taken. It prints the CPU that the
+// guard, kube-apiserver and etcd used per switch in each run (from /proc):
+// the difference is what a guarded switch costs beyond any webhook. The
+// profiles are kept in the raw folder and the top of each is printed.
 
 // pprofArgs are the warm guard's extra flags for -profile: a free loopback
 // port for its pprof endpoints.
@@ -37,20 +39,51 @@ func (l *lab) pprofArgs() ([]string, error) {
 	return []string{"--pprof-bind-address=" + l.pprofAddr}, nil
 }
 
-func (l *lab) profileSwitches(ctx context.Context, s setup, r *report) error {
-	if l.pprofAddr == "" {
-		return fmt.Errorf("-profile: the guard binary has no --pprof-bind-address")
-	}
-	secs := int(l.s.profile.Seconds())
-	logf("profiling %d clients switching %s for %ds", clients, s.name, secs)
-	pids := map[string]int{"guard": l.warm.PID(), "kube-apiserver": componentPID(l.cluster, "kube-apiserver"), "etcd": componentPID(l.cluster, "etcd")}
+// cpuPerSwitch runs s's 8 clients for period and returns the CPU each of
+// pids used per switch, and the switches per second.
+func (l *lab) cpuPerSwitch(ctx context.Context, s setup, pids map[string]int, period time.Duration) (map[string]time.Duration, float64, error) {
 	cpu0 := map[string]time.Duration{}
 	for name, pid := range pids {
 		t, err := cpuTime(pid)
 		if err != nil {
-			return err
+			return nil, 0, err
 		}
 		cpu0[name] = t
+	}
+	began := time.Now()
+	switches := 0
+	for time.Since(began) < period {
+		_, lat, err := l.switchAtOnce(ctx, s, 20)
+		if err != nil {
+			return nil, 0, err
+		}
+		switches += len(lat)
+	}
+	took := time.Since(began)
+	out := map[string]time.Duration{}
+	for name, pid := range pids {
+		t, err := cpuTime(pid)
+		if err != nil {
+			return nil, 0, err
+		}
+		out[name] = (t - cpu0[name]) / time.Duration(switches)
+	}
+	return out, float64(switches) / took.Seconds(), nil
+}
+
+// profileSwitches measures the CPU per switch of the always-allow webhook's
+// set-up and then of guarded's, profiling the guard and kube-apiserver
+// during the latter.
+func (l *lab) profileSwitches(ctx context.Context, allow, guarded setup, r *report) error {
+	if l.pprofAddr == "" {
+		return fmt.Errorf("-profile: the guard binary has no --pprof-bind-address")
+	}
+	secs := int(l.s.profile.Seconds())
+	pids := map[string]int{"guard": l.warm.PID(), "kube-apiserver": componentPID(l.cluster, "kube-apiserver"), "etcd": componentPID(l.cluster, "etcd")}
+	logf("profiling: %d clients switching %s for %ds, then %s", clients, allow.name, secs, guarded.name)
+	base, baseRate, err := l.cpuPerSwitch(ctx, allow, pids, l.s.profile)
+	if err != nil {
+		return err
 	}
 	var wg sync.WaitGroup
 	profiles := map[string][]byte{}
@@ -83,26 +116,18 @@ func (l *lab) profileSwitches(ctx context.Context, s setup, r *report) error {
 		return l.cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", strconv.Itoa(secs)).
 			Timeout(time.Duration(secs+30) * time.Second).DoRaw(ctx)
 	})
-	began := time.Now()
-	switches := 0
-	for time.Since(began) < l.s.profile {
-		_, lat, err := l.switchAtOnce(ctx, s, 20)
-		if err != nil {
-			return err
-		}
-		switches += len(lat)
-	}
-	took := time.Since(began)
+	guard, rate, err := l.cpuPerSwitch(ctx, guarded, pids, l.s.profile)
 	wg.Wait()
+	if err != nil {
+		return err
+	}
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
 	var lines []string
 	for _, name := range []string{"guard", "kube-apiserver", "etcd"} {
-		t, err := cpuTime(pids[name])
-		if err != nil {
-			return err
-		}
-		lines = append(lines, fmt.Sprintf("%s %.2f ms CPU per switch", name, float64(t-cpu0[name])/float64(time.Millisecond)/float64(switches)))
+		lines = append(lines, fmt.Sprintf("%s %s ms (%s %s ms)", name, ms(guard[name]), allow.name, ms(base[name])))
 	}
-	logf("profiled: %d switches in %s (%.0f/s); %s", switches, took.Round(time.Millisecond), float64(switches)/took.Seconds(), strings.Join(lines, ", "))
+	summary := fmt.Sprintf("CPU per switch at %d clients, %s %.0f/s vs %s %.0f/s: %s", clients, guarded.name, rate, allow.name, baseRate, strings.Join(lines, ", "))
+	logf("%s", summary)
 	for _, name := range []string{"guard", "kube-apiserver"} {
 		if errs[name] != nil {
 			return fmt.Errorf("%s CPU profile: %w", name, errs[name])
@@ -117,7 +142,6 @@ func (l *lab) profileSwitches(ctx context.Context, s setup, r *report) error {
 		}
 		logf("%s CPU profile in %s, top:\n%s", name, path, top)
 	}
-	r.note("%s", fmt.Sprintf("Profiled (-profile=%s): %d switches of %s by %d clients, %.0f/s; %s. Profiles in %s.",
-		l.s.profile, switches, s.name, clients, float64(switches)/took.Seconds(), strings.Join(lines, ", "), l.s.rawDir))
+	r.note("%s (-profile=%s; profiles in %s)", summary, l.s.profile, l.s.rawDir)
 	return nil
 }
