@@ -58,6 +58,7 @@ type lab struct {
 	allow                *allowServer // part 3's always-allow webhook, while it runs
 	fastBody, switchBody []byte
 	pprofAddr            string // the warm guard's pprof endpoints, with -profile
+	guardConfig          string // the guards' kubeconfig: the ServiceAccount's token (identity.go)
 	k8sVersion           string
 }
 
@@ -118,6 +119,10 @@ func startLab(ctx context.Context, s settings, r *report) (_ *lab, err error) {
 		DisableCompression:  true,
 	}, Timeout: 30 * time.Second}
 
+	if l.guardConfig, err = l.guardKubeconfig(ctx); err != nil {
+		return nil, err
+	}
+	r.setEnv("the guards' identity", "ServiceAccount "+guardNamespace+"/"+guardServiceAccount+" bound to manifests/rbac's ClusterRole, with a token from the TokenRequest API (as installed)")
 	pprof, err := l.pprofArgs()
 	if err != nil {
 		return nil, err
@@ -261,7 +266,7 @@ func (l *lab) startGuard(ctx context.Context, name string, viaEnv bool, extra ..
 	}
 	g, err := tutorial.StartGuard(ctx, tutorial.GuardOptions{
 		Binary:        l.s.guardBin,
-		Kubeconfig:    l.cluster.Kubeconfig,
+		Kubeconfig:    l.guardConfig,
 		KubeconfigEnv: viaEnv,
 		Env:           l.s.guardEnv,
 		Dir:           filepath.Join(l.s.rawDir, "guard-"+name),
