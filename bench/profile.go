@@ -106,7 +106,7 @@ func (l *lab) profileSwitches(ctx context.Context, allow, guarded setup, r *repo
 		if err != nil {
 			return nil, err
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		if resp.StatusCode != http.StatusOK {
 			return nil, fmt.Errorf("guard pprof: %s", resp.Status)
 		}
