@@ -404,6 +404,9 @@ func throughAPIServer(ctx context.Context, l *lab, r *report) (err error) {
 	if err := l.unregister(ctx); err != nil {
 		return err
 	}
+	if err := readsFloor(ctx, l, r); err != nil {
+		return err
+	}
 
 	t := r.table("3. Route patches through the real API server",
 		fmt.Sprintf("client-go (dynamic client, JSON merge patch, no client-side rate limit) patches HTTPRoutes in `%s`, one per set-up, in rounds: one patch of each route, the order rotating, "+

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -138,6 +139,21 @@ func (d Decision) observed() []string {
 		read[i] = o.String()
 	}
 	return read
+}
+
+// checkTimes renders how long each check of each target ran, in the order
+// they are reported: "app-green reference 1.02ms", with "(timed out)" for a
+// check the deadline ended. A slow switch's log line says where the time
+// went.
+func (d Decision) checkTimes() []string {
+	out := make([]string, len(d.Checks.Runs))
+	for i, r := range d.Checks.Runs {
+		out[i] = fmt.Sprintf("%s %s %s", r.Target.Service.Name, r.Check, r.Duration.Round(time.Microsecond))
+		if r.TimedOut {
+			out[i] += " (timed out)"
+		}
+	}
+	return out
 }
 
 // auditAnnotations are the annotations the decision adds to the request's

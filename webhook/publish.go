@@ -71,7 +71,7 @@ func logDecision(ctx context.Context, d Decision) {
 	case d.refused():
 		log.Info("cutover override refused", "took", took)
 	default:
-		log.Info("cutover "+strings.TrimPrefix(d.Result, "allowed_"), "findings", d.findingReasons(), "observed", d.observed(), "took", took)
+		log.Info("cutover "+strings.TrimPrefix(d.Result, "allowed_"), "findings", d.findingReasons(), "observed", d.observed(), "checks", d.checkTimes(), "took", took)
 	}
 }
 

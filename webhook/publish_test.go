@@ -229,6 +229,19 @@ func checkAgreement(t *testing.T, d Decision, out published, warnings admission.
 		t.Errorf("log message %q for audit decision %q", msg, out.audit["decision"])
 	}
 
+	// The log's check timings name each check that ran, in the order run.
+	if d.Result != ResultError && !d.refused() {
+		got := strs(line["checks"])
+		if len(got) != len(d.Checks.Runs) {
+			t.Errorf("log checks %q, want one per run (%d)", got, len(d.Checks.Runs))
+		}
+		for i, r := range d.Checks.Runs {
+			if i < len(got) && !strings.HasPrefix(got[i], r.Target.Service.Name+" "+string(r.Check)+" ") {
+				t.Errorf("log checks[%d] = %q, want the time of %s's %s check", i, got[i], r.Target.Service.Name, r.Check)
+			}
+		}
+	}
+
 	// Audit targets = log targets.
 	if got := strings.Join(strs(line["targets"]), ","); got != out.audit["targets"] || got == "" {
 		t.Errorf("log targets %q, audit targets %q", got, out.audit["targets"])
