@@ -13,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/lru"
@@ -328,7 +329,13 @@ func (g *Guard) readAheadFor(ra *readAhead, t Target) {
 		}
 	}
 	named := &appsv1.Deployment{}
-	ra.startGet(t.Service, named, func() {
+	ra.start(getKey(t.Service, named), named, func(ctx context.Context) error {
+		err := ra.Reader.Get(ctx, t.Service, named)
+		if apierrors.IsNotFound(err) {
+			g.sources.forget(t.Service) // nothing to read beside it next time
+		}
+		return err
+	}, func() {
 		if g.Prober == nil {
 			return
 		}

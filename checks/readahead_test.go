@@ -335,6 +335,23 @@ func TestRememberedSourcesReadBesideTheDeployment(t *testing.T) {
 	if cmp.Equal(first, got) {
 		t.Errorf("the findings did not follow the new Secret (still %v)", reasons(got))
 	}
+
+	// The Deployment is deleted: what it named is forgotten, so the
+	// decisions after the next read no Secret ahead.
+	if err := r.(client.Client).Delete(t.Context(), d); err != nil {
+		t.Fatal(err)
+	}
+	evaluate(g)
+	if srcs, ok := g.sources.get(green); ok {
+		t.Errorf("sources %v still remembered for a deleted Deployment", srcs)
+	}
+	counts()
+	evaluate(g)
+	for k, n := range counts() {
+		if strings.HasPrefix(k, "*v1.Secret ") {
+			t.Errorf("%s read %d times after the Deployment was deleted, want none", k, n)
+		}
+	}
 }
 
 // What a tenant can make the guard remember of its Secrets is bounded: at

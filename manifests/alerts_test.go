@@ -147,6 +147,17 @@ var alertCases = []alertCase{
 			`cutover_guard_certificate_expiry_timestamp_seconds{job="cutover-guard",namespace="cutover-guard",pod="a"}`: "1735200x180",
 		},
 		evalTime: "2h"},
+	{alert: "CutoverGuardFindCacheUntrusted", name: "a replica whose informers never sync",
+		series: map[string]string{
+			`cutover_guard_find_cache_trusted{job="cutover-guard",namespace="cutover-guard",pod="a"}`: "0x30",
+			`cutover_guard_find_cache_trusted{job="cutover-guard",namespace="cutover-guard",pod="b"}`: "1x30",
+		},
+		evalTime: "20m", fires: []map[string]string{{"namespace": "cutover-guard", "pod": "a"}}},
+	{alert: "CutoverGuardFindCacheUntrusted", name: "a watch error distrusts the informers for a minute, now and then",
+		series: map[string]string{
+			`cutover_guard_find_cache_trusted{job="cutover-guard",namespace="cutover-guard",pod="a"}`: "1x5 0 1x10 0 1x10",
+		},
+		evalTime: "25m"},
 	{alert: "CutoverGuardOverrideUsed", name: "one override",
 		series: map[string]string{
 			`cutover_guard_overrides_total{job="cutover-guard",kind="HTTPRoute",result="overridden"}`: "0x5 1x20",
@@ -288,7 +299,8 @@ func TestAlerts(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"CutoverGuardDown", "CutoverGuardWebhookCallsFailing", "CutoverGuardDecisionsSlow",
-		"CutoverGuardDenialsSpiking", "CutoverGuardDatabaseProbeTimeouts", "CutoverGuardCertificateExpiresSoon", "CutoverGuardOverrideUsed"} {
+		"CutoverGuardDenialsSpiking", "CutoverGuardDatabaseProbeTimeouts", "CutoverGuardCertificateExpiresSoon", "CutoverGuardFindCacheUntrusted",
+		"CutoverGuardOverrideUsed"} {
 		if _, ok := rules[want]; !ok {
 			t.Errorf("no alert %s", want)
 		}
