@@ -277,7 +277,7 @@ func (l *lab) startGuard(ctx context.Context, name string, viaEnv bool, extra ..
 		// rotate out of cluster unless told --disable-cert-rotation.
 		LegacyDisableRotation: l.guardHasFlag("disable-cert-rotation"),
 		PrePortAllowlistBuild: !l.guardHasFlag("database-ports"),
-		Args:                  extra,
+		Args:                  append(append([]string(nil), extra...), l.s.guardArgs...),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("guard %s: %w", name, err)

@@ -36,6 +36,8 @@ type settings struct {
 	verbose  bool
 	// guardEnv is added to each guard's environment (e.g. GOGC=400).
 	guardEnv []string
+	// guardArgs are added to each guard's flags (e.g. --find-from=informers).
+	guardArgs []string
 	// scaleSizes are the app counts part 4 measures at; nil: the default.
 	scaleSizes []int
 	// profile is the length of part 3's profiled run; 0: none.
@@ -71,6 +73,7 @@ func parseFlags(args []string) (settings, error) {
 	fs.StringVar(&s.guardBin, "guard", "bin/cutover-guard", "the guard binary to measure (make build)")
 	fs.BoolVar(&s.verbose, "v", false, "print progress in detail")
 	guardEnv := fs.String("guard-env", "", "comma-separated KEY=VALUE pairs added to the guard's environment, e.g. GOGC=400 (recorded in the report)")
+	guardArgs := fs.String("guard-args", "", "comma-separated flags added to every guard's command line, e.g. --find-from=informers (recorded in the report)")
 	scaleSizes := fs.String("scale-sizes", "", "comma-separated app counts the scale part measures at, in increasing order, e.g. 0,2000 (default 0,400,2000; quick 0,200)")
 	fs.DurationVar(&s.profile, "profile", 0, "end part 3 with this long a run of 8 clients switching the guarded routes while CPU profiles of the guard and kube-apiserver are taken (kept in -raw, top printed); 0: none")
 	err := fs.Parse(args)
@@ -97,6 +100,14 @@ func parseFlags(args []string) (settings, error) {
 				return s, fmt.Errorf("-guard-env: %q is not KEY=VALUE", kv)
 			}
 			s.guardEnv = append(s.guardEnv, kv)
+		}
+	}
+	for _, a := range strings.Split(*guardArgs, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			if !strings.HasPrefix(a, "--") {
+				return s, fmt.Errorf("-guard-args: %q is not a --flag", a)
+			}
+			s.guardArgs = append(s.guardArgs, a)
 		}
 	}
 	if s.scaleSizes, err = parseSizes(*scaleSizes); err != nil {
@@ -219,6 +230,9 @@ func commandLine(s settings) string {
 	c := "go run ./bench -runs=" + fmt.Sprint(s.runs) + " -parts=" + strings.Join(parts, ",")
 	if len(s.guardEnv) > 0 {
 		c += " -guard-env=" + strings.Join(s.guardEnv, ",")
+	}
+	if len(s.guardArgs) > 0 {
+		c += " -guard-args=" + strings.Join(s.guardArgs, ",")
 	}
 	if len(s.scaleSizes) > 0 && s.parts["scale"] {
 		c += " -scale-sizes=" + strings.Trim(strings.Join(strings.Fields(fmt.Sprint(s.scaleSizes)), ","), "[]")

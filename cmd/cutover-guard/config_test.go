@@ -137,6 +137,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 	type defaults struct {
 		Port                     int
 		MetricsAddr, PprofAddr   string
+		FindFrom                 string
 		PrivateCIDRs             []netip.Prefix
 		DatabasePorts            []uint16
 		DBTimeout, DBCacheTTL    time.Duration
@@ -156,7 +157,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		CertRotation             certs.Mode
 	}
 	want := defaults{
-		Port: crwebhook.DefaultPort, MetricsAddr: metricsserver.DefaultBindAddress, PprofAddr: "0",
+		Port: crwebhook.DefaultPort, MetricsAddr: metricsserver.DefaultBindAddress, PprofAddr: "0", FindFrom: findFromAPIServer,
 		PrivateCIDRs: probe.DefaultPrivateCIDRs(), DatabasePorts: probe.DefaultDatabasePorts,
 		DBTimeout: probe.DefaultTimeout, DBCacheTTL: probe.DefaultCacheTTL,
 		RequestTimeout: defaultRequestTimeout, DatabaseURLEnv: []string{checks.DefaultDatabaseURLEnv},
@@ -172,7 +173,7 @@ func TestFlagDefaultsArePackageDefaults(t *testing.T) {
 		CertRotation:     certs.DefaultMode,
 	}
 	got := defaults{
-		Port: c.Port, MetricsAddr: c.MetricsAddr, PprofAddr: c.PprofAddr,
+		Port: c.Port, MetricsAddr: c.MetricsAddr, PprofAddr: c.PprofAddr, FindFrom: c.FindFrom,
 		PrivateCIDRs: c.PrivateCIDRs, DatabasePorts: c.DatabasePorts,
 		DBTimeout: c.DBTimeout, DBCacheTTL: c.DBCacheTTL,
 		RequestTimeout: c.RequestTimeout, DatabaseURLEnv: c.DatabaseURLEnv,
