@@ -212,10 +212,10 @@ func (s *staleCache) heldBytes() int {
 // TestDecisionsFollowEtcdNotTheWatchCache runs a second guard, reading the
 // real API server through staleCache, and posts it the tutorial's cutover
 // while what it finds objects with is frozen at a moment green was Ready:
-// the API server's watch cache (--find-from=apiserver: every read with
-// resourceVersion=0 is answered from before the freeze) or the guard's own
-// informers (the default: their watches hold every event after the
-// freeze). Every object a verdict rests on is read by a quorum GET, so the
+// the API server's watch cache (--find-from=apiserver, the default: every
+// read with resourceVersion=0 is answered from before the freeze) or the
+// guard's own informers (--find-from=informers: their watches hold every
+// event after the freeze). Every object a verdict rests on is read by a quorum GET, so the
 // verdict follows etcd: a denial once green is held Pending (the frozen
 // view still lists green's old ReplicaSet, pods and EndpointSlice), an
 // allow once green serves again (it still lists the objects that are
