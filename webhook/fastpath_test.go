@@ -71,9 +71,12 @@ type answered struct {
 	reachedInner bool
 }
 
-// took matches the decision time in a log line, the one thing that differs
-// from run to run.
-var took = regexp.MustCompile(`"took"="[^"]*"`)
+// took and checkTook match the decision's and each check's time in a log
+// line, the one thing that differs from run to run.
+var (
+	took      = regexp.MustCompile(`"took"="[^"]*"`)
+	checkTook = regexp.MustCompile(`"([^" ]+ [a-z]+) [0-9][^" ]*`)
+)
 
 // serveOnce sends body to path of a fresh set of handlers, with or without
 // the fast path.
@@ -98,7 +101,7 @@ func serveOnce(t *testing.T, fast bool, path, contentType string, body []byte) a
 	logger := funcr.New(func(prefix, args string) {
 		logMu.Lock()
 		defer logMu.Unlock()
-		out.logs = append(out.logs, prefix+" "+took.ReplaceAllString(args, `"took"="-"`))
+		out.logs = append(out.logs, prefix+" "+checkTook.ReplaceAllString(took.ReplaceAllString(args, `"took"="-"`), `"$1 -`))
 	}, funcr.Options{Verbosity: 1})
 	hs := handlers(Scheme(), Options{
 		Guard: &checks.Guard{Reader: reader}, Recorder: recorder, Metrics: metrics, RequestTimeout: 5 * time.Second, Logger: &logger,
