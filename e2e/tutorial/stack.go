@@ -36,6 +36,9 @@ type StackOptions struct {
 	WriteManifests bool
 	// PodCIDR is the control plane's pod range (cluster.Options.PodCIDR).
 	PodCIDR string
+	// AsInstalled runs the guard as its ServiceAccount with the shipped
+	// RBAC (ServiceAccountKubeconfig) rather than as the admin.
+	AsInstalled bool
 }
 
 // Stack is what an end-to-end suite runs against: a local control plane,
@@ -84,7 +87,14 @@ func StartStack(ctx context.Context, o StackOptions) (*Stack, error) {
 	if o.AuthenticateAPIServer {
 		args = append([]string{"--client-ca-file=" + c.WebhookClientCAFile, "--client-cn=" + cluster.WebhookClientCN}, args...)
 	}
-	s.Guard, err = StartGuard(ctx, GuardOptions{Binary: binary, Kubeconfig: c.Kubeconfig, Dir: dir, DBTimeout: o.DBTimeout, Args: args})
+	kubeconfig := c.Kubeconfig
+	if o.AsInstalled {
+		kubeconfig = filepath.Join(dir, "guard-kubeconfig")
+		if err := ServiceAccountKubeconfig(ctx, c, kubeconfig); err != nil {
+			return fail(err)
+		}
+	}
+	s.Guard, err = StartGuard(ctx, GuardOptions{Binary: binary, Kubeconfig: kubeconfig, Dir: dir, DBTimeout: o.DBTimeout, Args: args})
 	if err != nil {
 		return fail(err)
 	}
