@@ -15,11 +15,6 @@ import (
 // admin's client certificate costs (a certificate chain verified per
 // request, and no RBAC: system:masters is allowed everything).
 
-const (
-	guardNamespace      = tutorial.GuardNamespace
-	guardServiceAccount = tutorial.GuardServiceAccount
-)
-
 // guardKubeconfig writes the guards' kubeconfig (tutorial.ServiceAccountKubeconfig)
 // into the raw folder and returns its path.
 func (l *lab) guardKubeconfig(ctx context.Context) (string, error) {

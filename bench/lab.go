@@ -122,7 +122,7 @@ func startLab(ctx context.Context, s settings, r *report) (_ *lab, err error) {
 	if l.guardConfig, err = l.guardKubeconfig(ctx); err != nil {
 		return nil, err
 	}
-	r.setEnv("the guards' identity", "ServiceAccount "+guardNamespace+"/"+guardServiceAccount+" bound to manifests/rbac's ClusterRole, with a token from the TokenRequest API (as installed)")
+	r.setEnv("the guards' identity", "ServiceAccount "+tutorial.GuardNamespace+"/"+tutorial.GuardServiceAccount+" bound to manifests/rbac's ClusterRole, with a token from the TokenRequest API (as installed)")
 	pprof, err := l.pprofArgs()
 	if err != nil {
 		return nil, err

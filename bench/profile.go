@@ -39,16 +39,25 @@ func (l *lab) pprofArgs() ([]string, error) {
 	return []string{"--pprof-bind-address=" + l.pprofAddr}, nil
 }
 
-// cpuPerSwitch runs s's 8 clients for period and returns the CPU each of
-// pids used per switch, and the switches per second.
-func (l *lab) cpuPerSwitch(ctx context.Context, s setup, pids map[string]int, period time.Duration) (map[string]time.Duration, float64, error) {
-	cpu0 := map[string]time.Duration{}
+// cpuTimes is the CPU each of pids has used so far, by name.
+func cpuTimes(pids map[string]int) (map[string]time.Duration, error) {
+	out := make(map[string]time.Duration, len(pids))
 	for name, pid := range pids {
 		t, err := cpuTime(pid)
 		if err != nil {
-			return nil, 0, err
+			return nil, err
 		}
-		cpu0[name] = t
+		out[name] = t
+	}
+	return out, nil
+}
+
+// cpuPerSwitch runs s's 8 clients for period and returns the CPU each of
+// pids used per switch, and the switches per second.
+func (l *lab) cpuPerSwitch(ctx context.Context, s setup, pids map[string]int, period time.Duration) (map[string]time.Duration, float64, error) {
+	cpu0, err := cpuTimes(pids)
+	if err != nil {
+		return nil, 0, err
 	}
 	began := time.Now()
 	switches := 0
@@ -60,15 +69,14 @@ func (l *lab) cpuPerSwitch(ctx context.Context, s setup, pids map[string]int, pe
 		switches += len(lat)
 	}
 	took := time.Since(began)
-	out := map[string]time.Duration{}
-	for name, pid := range pids {
-		t, err := cpuTime(pid)
-		if err != nil {
-			return nil, 0, err
-		}
-		out[name] = (t - cpu0[name]) / time.Duration(switches)
+	cpu1, err := cpuTimes(pids)
+	if err != nil {
+		return nil, 0, err
 	}
-	return out, float64(switches) / took.Seconds(), nil
+	for name := range cpu1 {
+		cpu1[name] = (cpu1[name] - cpu0[name]) / time.Duration(switches)
+	}
+	return cpu1, float64(switches) / took.Seconds(), nil
 }
 
 // profileSwitches measures the CPU per switch of the always-allow webhook's

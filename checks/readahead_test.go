@@ -371,4 +371,10 @@ func TestRememberedSourcesAreBounded(t *testing.T) {
 	if got, ok := r.get(green); ok {
 		t.Errorf("a Deployment with no sources left %v remembered", got)
 	}
+	for i := range maxRememberedSelectors + 100 {
+		r.remember(types.NamespacedName{Namespace: "production", Name: fmt.Sprintf("svc-%05d", i)}, many[:1])
+	}
+	if n := r.cache.Len(); n != maxRememberedSelectors {
+		t.Errorf("sources remembered for %d Services, want at most %d", n, maxRememberedSelectors)
+	}
 }
